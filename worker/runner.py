@@ -1,0 +1,111 @@
+"""`cce-sync worker`: dramatiq worker processes, the metrics endpoint and housekeeping.
+
+The runner prepares prometheus-client's multiprocess directory, then hands over to dramatiq's
+command line with the actors module, the thread and process counts, and two fork functions: the
+`/metrics` exposition server and housekeeping. SIGTERM makes dramatiq stop taking messages and
+wait up to `--shutdown-seconds` for running ones; an interrupted message comes back to another
+worker after the heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+#: dramatiq waits this long for running messages after SIGTERM, in seconds. Kubernetes'
+#: terminationGracePeriodSeconds in deploy/k8s is set above it.
+DEFAULT_SHUTDOWN_SECONDS = 45
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `worker` options to `parser`."""
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per process (default: 8)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of the /metrics endpoint (default: CCE_SYNC_METRICS_PORT or 9191; 0 disables it)",
+    )
+    parser.add_argument(
+        "--metrics-dir",
+        default=None,
+        help="prometheus-client multiprocess directory (default: a directory per metrics port "
+        "under the system temp directory; emptied at start)",
+    )
+    parser.add_argument(
+        "--shutdown-seconds",
+        type=int,
+        default=DEFAULT_SHUTDOWN_SECONDS,
+        help=f"how long SIGTERM waits for running messages (default: {DEFAULT_SHUTDOWN_SECONDS})",
+    )
+    parser.add_argument(
+        "--intake", action="store_true", help="also consume the cce-sync:intake stream"
+    )
+    parser.add_argument("--verbose", "-v", action="count", default=0, help="more log output")
+
+
+def dramatiq_arguments(args: argparse.Namespace, *, metrics_enabled: bool) -> list[str]:
+    """Return the dramatiq command line for these options."""
+    argv = [
+        "worker.actors",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+        "--queues",
+        "cce-sync",
+        "--worker-shutdown-timeout",
+        str(args.shutdown_seconds * 1000),
+        "--fork-function",
+        "worker.housekeeping:run",
+    ]
+    if metrics_enabled:
+        argv += ["--fork-function", "worker.metrics:run_exposition_server"]
+    if args.intake:
+        argv += ["--fork-function", "producers.intake:run_forked"]
+    argv += ["-v"] * args.verbose
+    return argv
+
+
+def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Run the workers until SIGTERM or SIGINT; return dramatiq's exit code."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(prog="cce-sync worker")
+        add_arguments(parser)
+        args = parser.parse_args(args)
+
+    if args.processes < 1 or args.threads < 1:
+        raise SystemExit("cce-sync worker: --processes and --threads must be at least 1")
+
+    settings = get_settings()
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    os.environ["CCE_SYNC_METRICS_PORT"] = str(port)
+    # Forked processes inherit the cached settings: read them again with the port set.
+    get_settings.cache_clear()
+    settings = get_settings()
+    metrics_dir = Path(args.metrics_dir or Path(tempfile.gettempdir()) / f"cce-sync-metrics-{port}")
+
+    # prometheus-client chooses its multiprocess storage when it is imported, so the directory
+    # must exist and be in the environment before this process imports it.
+    metrics_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from worker import metrics
+
+    metrics.prepare_multiprocess_dir(metrics_dir)
+    if port:
+        metrics.check_port_free(settings.metrics_host, port)
+
+    from dramatiq import cli
+
+    argv = dramatiq_arguments(args, metrics_enabled=port != 0)
+    logger.info("starting dramatiq: %s", " ".join(argv))
+    return int(cli.main(cli.make_argument_parser().parse_args(argv)))
