@@ -29,7 +29,7 @@ MULTIPROCESS_DIR_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
 def multiprocess_enabled() -> bool:
     """Return whether this process records metric values in multiprocess files.
 
-    False also when ``prometheus_client`` is not imported yet: its first import decides.
+    Returns False while ``prometheus_client`` is not imported, because its first import decides.
     """
     values = sys.modules.get("prometheus_client.values")
     value_class = getattr(values, "ValueClass", None)

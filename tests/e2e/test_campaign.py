@@ -14,7 +14,9 @@ from processes import CCE_SYNC, WorkerProcess, metric_value, wait_until
 pytestmark = pytest.mark.slow
 
 
-def run_cli(environment: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    environment: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CCE_SYNC, *args],
         input=stdin,
@@ -33,13 +35,19 @@ def campaign_status(environment: dict[str, str], campaign_id: str) -> dict[str, 
 
 
 def test_forty_pools_two_processes(redis_url: str, simulator_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    simulator = simulator_factory(projects=2, clusters_per_project=10, pools_per_cluster=2, job_seconds=1.0)
+    simulator = simulator_factory(
+        projects=2, clusters_per_project=10, pools_per_cluster=2, job_seconds=1.0
+    )
     environment = worker_environment(redis_url, simulator.url)
     document = campaign_document(simulator.fleet, campaign_id="e2e-forty", pools=40)
-    worker = WorkerProcess(environment, log_path=tmp_path / "worker.log", processes=2, threads=4).start()
+    worker = WorkerProcess(
+        environment, log_path=tmp_path / "worker.log", processes=2, threads=4
+    ).start()
     try:
         worker.wait_metrics()
-        submitted = run_cli({**environment, "PATH": ""}, "submit", "-", "--json", stdin=json.dumps(document))
+        submitted = run_cli(
+            {**environment, "PATH": ""}, "submit", "-", "--json", stdin=json.dumps(document)
+        )
         assert submitted.returncode == 0, submitted.stderr
         output = json.loads(submitted.stdout)
         assert output["campaign_id"] == "e2e-forty"

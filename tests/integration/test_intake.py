@@ -2,7 +2,7 @@
 
 Most tests use `StoreSubmit`, a small submit function that checks a few document rules and stores
 through the real `CampaignStore`, so the consumer's own logic is tested apart from the document
-model. Tests at the end use the real `producers.submit.submit` when it is importable.
+model. Tests at the end use the real `producers.submit.submit` and the `cce-sync intake` entry point.
 """
 
 from __future__ import annotations

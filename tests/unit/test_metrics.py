@@ -289,3 +289,38 @@ def test_dramatiq_middleware_counts_messages() -> None:
     assert _sample("cce_sync_dramatiq_messages_inprogress", **labels_ok) == 0
     assert _sample("cce_sync_dramatiq_message_duration_seconds_count", **labels_ok) >= 2
     assert _sample("cce_sync_worker_processes") == 0
+
+
+RUNNER_ORDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from worker.metrics_files import prepare_multiprocess_dir
+
+    assert "prometheus_client" not in sys.modules
+    prepare_multiprocess_dir(sys.argv[1])
+    from worker import metrics
+
+    metrics.SUBMISSIONS.labels(outcome="accepted", reason="").inc()
+    print(metrics.multiprocess_enabled())
+    """
+)
+
+
+def test_runner_order_enables_multiprocess(tmp_path: Path) -> None:
+    directory = tmp_path / "not-yet-created"
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER_ORDER_SCRIPT, str(directory)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert (
+        _value(_scrape(directory), "cce_sync_submissions_total", outcome="accepted", reason="") == 1
+    )

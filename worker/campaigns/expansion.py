@@ -70,8 +70,9 @@ def resolve_targets(campaign: Campaign, api: ListingApi) -> list[dict[str, Any]]
         if cluster_id is not None and pools != ALL_NODE_POOLS:
             continue
 
-        region = entry.get("region") or spec.get("region")
-        project_id = entry.get("projectId") or spec.get("projectId")
+        # The producer's validation guarantees both resolve for every entry.
+        region = str(entry.get("region") or spec.get("region"))
+        project_id = str(entry.get("projectId") or spec.get("projectId"))
         if cluster_id is not None:
             clusters = [cluster_id]
         else:

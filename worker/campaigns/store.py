@@ -326,10 +326,10 @@ class CampaignStore:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     existing = pipe.hget(key, "digest")
                     if existing is not None:
+                        total = int(cast(str, pipe.hget(key, "target_total")) or 0)
                         pipe.unwatch()
                         if existing != digest:
                             raise CampaignConflict(campaign_id)
-                        total = int(pipe.hget(key, "target_total") or 0)
                         return CreateResult(campaign_id, total, created=False)
 
                     pipe.multi()
