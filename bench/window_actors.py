@@ -30,15 +30,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
+from bench import WINDOW_ACTOR_NAME, WINDOW_BROKER_NAMESPACE, WINDOW_QUEUE_NAME
 from worker.broker import redis_client
 from worker.cce.client import CceClient
 from worker.cce.models import UpgradeNodePoolSpec
 from worker.settings import get_settings
 
-#: Queue of the baseline actor; kept apart from cce-sync's own queue.
-QUEUE_NAME = "bench-window"
-#: Namespace of the baseline's dramatiq keys in Redis.
-BROKER_NAMESPACE = "bench-window-dramatiq"
 #: Prefix of the WindowRateLimiter's keys; the project ID follows it.
 LIMITER_KEY_PREFIX = "bench-window:ratelimit:"
 
@@ -59,7 +56,7 @@ def _int_from_environment(name: str, default: int) -> int:
 # of cce-sync's settings.
 _SETTINGS = get_settings()
 BROKER = RedisBroker(
-    client=redis_client(_SETTINGS, decode_responses=False), namespace=BROKER_NAMESPACE
+    client=redis_client(_SETTINGS, decode_responses=False), namespace=WINDOW_BROKER_NAMESPACE
 )
 dramatiq.set_broker(BROKER)
 BACKEND = RedisBackend(client=redis_client(_SETTINGS, decode_responses=False))
@@ -77,7 +74,8 @@ def _client() -> CceClient:
 
 
 @dramatiq.actor(
-    queue_name=QUEUE_NAME,
+    actor_name=WINDOW_ACTOR_NAME,
+    queue_name=WINDOW_QUEUE_NAME,
     max_retries=MAX_RETRIES,
     min_backoff=_int_from_environment("BENCH_WINDOW_MIN_BACKOFF_MS", DEFAULT_MIN_BACKOFF_MS),
     max_backoff=_int_from_environment("BENCH_WINDOW_MAX_BACKOFF_MS", DEFAULT_MAX_BACKOFF_MS),

@@ -361,6 +361,13 @@ def _command_control(args: argparse.Namespace) -> int:
     except (CampaignNotFound, InvalidStateChange) as error:
         raise CommandError(str(error)) from None
 
+    if changed and args.command in ("resume", "cancel"):
+        # Messages of a paused campaign were dropped; expansion enqueues every unfinished target
+        # again, so that a resumed campaign goes on and a cancelled one skips what is left.
+        from worker.actors import expand_campaign
+
+        expand_campaign.send(args.id)
+
     campaign = store.get(args.id)
     state = campaign.state if campaign is not None else "unknown"
     verb = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[args.command]

@@ -110,9 +110,13 @@ TARGET_STATES: Final = (
 )
 CAMPAIGN_STATES: Final = ("pending", "running", "paused", "finished", "cancelled")
 
-#: Values of ``reason`` in ``cce_sync_campaigns_paused``: a failure reason (auth, error_budget,
-#: ...), ``operator``, ``window``, or ``other`` for any reason outside this set.
+#: Values of ``reason`` in ``cce_sync_campaigns_paused``: a failure reason (auth, ...),
+#: ``operator``, ``window``, or ``other`` for any reason outside this set.
 PAUSE_REASONS: Final = frozenset({*FAILURE_REASONS, "operator", "window"})
+
+#: Values of ``reason`` in ``cce_sync_targets_skipped_total``: why a campaign ended its pending
+#: targets without submitting them. Such a campaign finishes; it is not paused.
+SKIP_REASONS: Final = ("error_budget", "window_closed", "cancelled", "dry_run")
 
 #: Campaigns whose targets count in ``cce_sync_targets``.
 ACTIVE_CAMPAIGN_STATES: Final = frozenset({"pending", "running", "paused"})
@@ -173,6 +177,11 @@ THROTTLED = prometheus_client.Counter(
     "cce_sync_throttled_total",
     "Requests held back by throttling: 429 from CCE (source=api) or the shared limiter (local).",
     ["source"],
+)
+TARGETS_SKIPPED = prometheus_client.Counter(
+    "cce_sync_targets_skipped_total",
+    "Pending targets that a campaign ended in state skipped without a submission, by reason.",
+    ["reason"],
 )
 RATE_LIMIT_WAIT = prometheus_client.Histogram(
     "cce_sync_rate_limit_wait_seconds",
@@ -243,6 +252,8 @@ def initialize_series() -> None:
         SYNCS_COMPLETED.labels(result=result)
     for source in THROTTLE_SOURCES:
         THROTTLED.labels(source=source)
+    for reason in SKIP_REASONS:
+        TARGETS_SKIPPED.labels(reason=reason)
     for operation in OPERATIONS:
         API_REQUEST_DURATION.labels(operation=operation)
 
@@ -531,7 +542,7 @@ class FleetStateCollector(Collector):
 
         paused = GaugeMetricFamily(
             "cce_sync_campaigns_paused",
-            "Paused campaigns by the leading word of their pause reason (auth, error_budget, operator).",
+            "Paused campaigns by the leading word of their pause reason (auth, operator, window).",
             labels=["reason"],
         )
         for reason, count in sorted(fleet.paused.items()):

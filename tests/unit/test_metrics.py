@@ -35,6 +35,7 @@ CHILD_SCRIPT = textwrap.dedent(
     metrics.SUBMISSIONS.labels(outcome="failed", reason="not_found").inc()
     metrics.API_REQUEST_DURATION.labels(operation="sync_node_pool").observe(0.3)
     metrics.RATE_LIMIT_WAIT.observe(0.02)
+    metrics.TARGETS_SKIPPED.labels(reason="window_closed").inc()
     metrics.WORKER_PROCESSES.set(1)
     metrics.MESSAGES_IN_PROGRESS.labels("default", "submit_sync").inc()
     print("ready", flush=True)
@@ -105,6 +106,7 @@ def test_exposition_sums_two_processes(
         _value(text, "cce_sync_api_request_duration_seconds_count", operation="sync_node_pool") == 2
     )
     assert _value(text, "cce_sync_rate_limit_wait_seconds_count") == 2
+    assert _value(text, "cce_sync_targets_skipped_total", reason="window_closed") == 2
     assert _value(text, "cce_sync_worker_processes") == 2
     assert (
         _value(
@@ -245,6 +247,24 @@ def test_initialize_series_creates_zero_counters() -> None:
     failed = {"outcome": "failed", "reason": "error_budget"}
     assert registry.get_sample_value("cce_sync_submissions_total", failed) is not None
     assert registry.get_sample_value("cce_sync_throttled_total", {"source": "api"}) is not None
+
+
+def test_initialize_series_creates_skip_reasons() -> None:
+    metrics.initialize_series()
+
+    registry = prometheus_client.REGISTRY
+    for reason in ("error_budget", "window_closed", "cancelled", "dry_run"):
+        value = registry.get_sample_value("cce_sync_targets_skipped_total", {"reason": reason})
+        assert value is not None, f"no zero series for reason {reason}"
+
+
+def test_targets_skipped_counts_by_reason() -> None:
+    labels = {"reason": "error_budget"}
+    before = _sample("cce_sync_targets_skipped_total", **labels)
+
+    metrics.TARGETS_SKIPPED.labels(reason="error_budget").inc(3)
+
+    assert _sample("cce_sync_targets_skipped_total", **labels) - before == 3
 
 
 def _sample(name: str, **labels: str) -> float:
