@@ -786,3 +786,8 @@ def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, request_stop)
     return previous
+
+
+def run_forked() -> None:
+    """Run the intake inside `cce-sync worker --intake` (a dramatiq fork function)."""
+    main([])

@@ -35,12 +35,14 @@ class WorkerProcess:
         processes: int = 2,
         threads: int = 4,
         metrics_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.processes = processes
         self.threads = threads
         self.metrics_port = metrics_port or free_port()
+        self.extra_args = extra_args
         self.metrics_dir = log_path.parent / f"metrics-{self.metrics_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +59,7 @@ class WorkerProcess:
             "--metrics-port", str(self.metrics_port),
             "--metrics-dir", str(self.metrics_dir),
             "--shutdown-seconds", "20",
+            *self.extra_args,
         ]  # fmt: skip
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -239,18 +239,35 @@ def _campaign_panels() -> list[PanelBuilder]:
             [Query("max by (state) (cce_sync_targets)", "{{state}}")],
             unit="short",
             stacked=True,
+            width=6,
         ),
         _timeseries(
             "Campaigns by state",
             "Campaigns stored in Redis by state, fleet-wide.",
             [Query("max by (state) (cce_sync_campaigns)", "{{state}}")],
             unit="short",
+            width=6,
         ),
         _timeseries(
             "Paused campaigns by reason",
-            "Campaigns paused by a circuit breaker (auth, error_budget, ...) or by an operator.",
+            "Campaigns paused by a circuit breaker (auth, ...) or by an operator.",
             [Query("max by (reason) (cce_sync_campaigns_paused)", "{{reason}}")],
             unit="short",
+            width=6,
+        ),
+        _timeseries(
+            "Skipped targets by reason",
+            "Pending targets that campaigns ended skipped without a submission, per second: "
+            "error_budget, window_closed, cancelled or dry_run.",
+            [
+                Query(
+                    f"sum by (reason) ({_rate('cce_sync_targets_skipped_total')})",
+                    "{{reason}}",
+                )
+            ],
+            unit="ops",
+            stacked=True,
+            width=6,
         ),
     ]
 

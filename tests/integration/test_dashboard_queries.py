@@ -65,6 +65,7 @@ WRITER_SCRIPT = textwrap.dedent(
         metrics.THROTTLED.labels(source="api").inc()
         metrics.THROTTLED.labels(source="local").inc(2)
         metrics.RATE_LIMIT_WAIT.observe(0.02 * (step % 5))
+        metrics.TARGETS_SKIPPED.labels(reason="error_budget").inc()
         metrics.MESSAGES.labels("default", "submit_sync").inc(4)
         metrics.MESSAGE_ERRORS.labels("default", "submit_sync").inc()
         metrics.MESSAGE_DURATION.labels("default", "submit_sync").observe(0.2)
@@ -238,8 +239,15 @@ def test_core_values_match_what_was_recorded(scraped_stack: ScrapedStack) -> Non
     paused = wait_for_result(url, 'max(cce_sync_campaigns_paused{reason="error_budget"})')
     throttled = wait_for_result(url, 'sum by (source) (cce_sync_throttled_total{source="local"})')
     workers = wait_for_result(url, "sum(cce_sync_worker_processes)")
+    skipped = wait_for_result(
+        url, 'sum by (reason) (cce_sync_targets_skipped_total{reason="error_budget"})'
+    )
+    skip_reasons = wait_for_result(url, "count(cce_sync_targets_skipped_total)")
 
     assert float(targets[0]["value"][1]) == 10
     assert float(paused[0]["value"][1]) == 1
     assert float(throttled[0]["value"][1]) > 0
     assert float(workers[0]["value"][1]) == 1
+    assert float(skipped[0]["value"][1]) > 0
+    # initialize_series creates one zero series per skip reason.
+    assert float(skip_reasons[0]["value"][1]) == 4
