@@ -1,8 +1,8 @@
 """Compare Redis-backed rate limiters against a strict 8 requests/s limit.
 
-Each candidate limiter is configured for 8 requests per second and driven by 2 processes of
-8 threads each, all taking every grant they can for a fixed time, against a private
-redis-server that this script starts on a free loopback port. Every grant's send time (wall
+Each candidate limiter is configured for 8 requests per second. Two processes of 8 threads
+each take every grant they can for a fixed time, against a private redis-server that this
+script starts on a free loopback port. Every grant's send time (wall
 clock, after any sleep the limiter asks for) is recorded. The script then replays the merged
 send times through a strict server-side limit: at most 8 requests in any 1 s sliding window,
 rejected requests not counted. It reports:
@@ -50,12 +50,12 @@ PROCESSES = 2
 THREADS_PER_PROCESS = 8
 BUCKET = "bench|project"
 
-#: Pause of the polling candidates (those that only answer yes or no) after a refusal, drawn
-#: uniformly from this range in seconds so that threads do not poll in lockstep.
+#: Pause of the polling candidates (those that only return granted or not) after a rejection,
+#: drawn uniformly from this range in seconds so that threads do not poll in lockstep.
 POLL_SECONDS = (0.005, 0.015)
 
 #: Delay between launching the child processes and the common start time, so that imports and
-#: connections are done before anyone asks for a grant.
+#: connections are done before the first grant request.
 START_DELAY_SECONDS = 2.0
 
 #: Candidate name -> what it is, for the report.

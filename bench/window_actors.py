@@ -2,8 +2,8 @@
 
 This is the plain dramatiq recipe, used only for comparison: each message POSTs one signed sync
 with `worker.cce.client.CceClient`, guarded by ``WindowRateLimiter(limit=8, window=1)`` on a
-Redis backend. When the limiter refuses, or CCE answers 429, the actor raises and dramatiq's
-`Retries` middleware sends the message again after an exponential backoff. There is no claim,
+Redis backend. When the window is full, or CCE responds with 429, the actor raises and
+dramatiq's `Retries` middleware sends the message again after an exponential backoff. There is no claim,
 pool lock, baseline read or reconciliation, so each message does one POST attempt and nothing
 else.
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from simulator.server import SimulatorServer
 from worker.embedded import EmbeddedRedis, free_port
 
 #: The example campaign the demo submits.
@@ -114,8 +115,7 @@ class Demo:
         print(f"Redis: private redis-server on {server.url} (stopped at the end)")
         return server.url
 
-    def _start_simulator(self):  # type: ignore[no-untyped-def]
-        from simulator.server import SimulatorServer
+    def _start_simulator(self) -> SimulatorServer:
 
         simulator = SimulatorServer(
             credentials={DEMO_ACCESS_KEY: DEMO_SECRET_KEY},
@@ -217,7 +217,7 @@ class Demo:
         print(f"The campaign did not finish within {self.args.timeout:.0f} s")
         return False
 
-    def _report(self, campaign_id: str, simulator, finished: bool) -> int:  # type: ignore[no-untyped-def]
+    def _report(self, campaign_id: str, simulator: SimulatorServer, finished: bool) -> int:
         from worker.broker import redis_client
         from worker.campaigns.store import CampaignStore
 

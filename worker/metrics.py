@@ -115,7 +115,7 @@ CAMPAIGN_STATES: Final = ("pending", "running", "paused", "finished", "cancelled
 PAUSE_REASONS: Final = frozenset({*FAILURE_REASONS, "operator", "window"})
 
 #: Values of ``reason`` in ``cce_sync_targets_skipped_total``: why a campaign ended its pending
-#: targets without submitting them. Such a campaign finishes; it is not paused.
+#: targets without submitting them. Such a campaign finishes rather than pausing.
 SKIP_REASONS: Final = ("error_budget", "window_closed", "cancelled", "dry_run")
 
 #: Campaigns whose targets count in ``cce_sync_targets``.

@@ -1,16 +1,17 @@
 """The shared, adaptive rate limiter: GCRA computed atomically in Redis.
 
 Every worker process on every host that calls the same CCE endpoint for the same project shares
-one bucket, stored in the Redis hash ``cce-sync:ratelimit:{bucket}``. Each operation is one call
-of the Lua script ``ratelimit.lua``, so concurrent callers never race, and the clock is the Redis
-server's ``TIME``, so clock skew between worker hosts cannot let two of them use the same slot.
+one bucket, stored in the Redis hash ``cce-sync:ratelimit:{bucket}``. Each operation that reads
+and changes a bucket is one call of the Lua script ``ratelimit.lua``, so concurrent callers never
+race. The clock is the Redis server's ``TIME``, so clock skew between worker hosts cannot let two
+of them use the same slot.
 
 The algorithm is GCRA (the Generic Cell Rate Algorithm, a token bucket kept as one timestamp)
 with reservations: `RateLimiter.acquire` does not raise and retry, it returns how long to wait.
 With the default burst of 1, grants are spaced exactly ``1 / rate`` apart, so no window of
-``w`` seconds holds more than ``w * rate + 1`` grants.
+``w`` seconds contains more than ``w * rate + 1`` grants.
 
-The rate adapts to the API's answers, like TCP congestion control (AIMD):
+The rate adapts to the API's responses, like TCP congestion control (AIMD):
 
 * ``on_throttled`` (a 429) multiplies the rate by `AdaptivePolicy.decrease_factor`, never below
   `AdaptivePolicy.min_rate_per_second`, and holds it there for the ``Retry-After`` time or, when
@@ -39,11 +40,11 @@ import redis
 #: Prefix of the limiter's Redis keys; the bucket name follows it.
 KEY_PREFIX: Final = "cce-sync:ratelimit:"
 
-#: Longest a caller may be asked to sleep after a grant, unless it passes another value.
+#: Maximum wait for a grant, in seconds, when the caller passes no other value.
 DEFAULT_MAX_WAIT_SECONDS: Final = 0.5
 
-#: Shortest pause of `RateLimiter.wait` between two refused attempts, so that callers competing
-#: for the same slot do not spin on Redis.
+#: Minimum pause of `RateLimiter.wait` between two rejected attempts, in seconds, so that callers
+#: competing for the same slot do not spin on Redis.
 MIN_RETRY_SECONDS: Final = 0.001
 
 
@@ -69,7 +70,7 @@ class Permit:
         wait_seconds: Seconds to sleep before sending (granted), or until the bucket's next
             free slot (not granted). Asking again after that delay is granted unless other
             callers reserve the slot first. Waiting the full delay, rather than the delay minus
-            the maximum wait, keeps many refused callers from polling Redis in a tight loop.
+            the maximum wait, keeps many rejected callers from polling Redis in a tight loop.
     """
 
     granted: bool
@@ -78,7 +79,7 @@ class Permit:
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
-    """How a bucket's rate reacts to throttling and success.
+    """Parameters of a bucket's reaction to throttling and success.
 
     Attributes:
         burst: Requests that may be granted at once after an idle period; 1 spaces every grant
@@ -208,11 +209,11 @@ class RateLimiter:
             bucket: Bucket name, from `write_bucket` or `read_bucket`.
             ceiling_per_second: Configured rate; the bucket runs at this rate times its
                 adaptive factor.
-            max_wait_seconds: Longest wait the caller accepts for a grant; 0 grants only a
+            max_wait_seconds: Maximum wait the caller accepts for a grant; 0 grants only a
                 slot that is free now.
 
         Returns:
-            A granted `Permit` with the wait until the reserved slot, or a refused one with the
+            A granted `Permit` with the wait until the reserved slot, or a rejected one with the
             wait until the next free slot.
         """
         _require_positive("ceiling_per_second", ceiling_per_second)
@@ -241,6 +242,9 @@ class RateLimiter:
 
         Returns:
             The bucket's new rate, in requests per second.
+
+        NOTE: slots already granted (at most ``max_wait_seconds`` ahead) are not withdrawn, so
+        their requests are still sent during a ``Retry-After``.
         """
         _require_positive("ceiling_per_second", ceiling_per_second)
         retry_after = ""

@@ -128,7 +128,7 @@ def test_acquire_spaces_grants_by_interval(limiter: RateLimiter) -> None:
     assert [permit.wait_seconds for permit in waits] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
 
 
-def test_acquire_refusal_reserves_nothing(limiter: RateLimiter) -> None:
+def test_acquire_rejection_reserves_nothing(limiter: RateLimiter) -> None:
     for _ in range(3):
         limiter.acquire(BUCKET, ceiling_per_second=4, max_wait_seconds=0.5)
 
@@ -141,12 +141,12 @@ def test_acquire_refusal_reserves_nothing(limiter: RateLimiter) -> None:
     assert first.wait_seconds == pytest.approx(0.75)
 
 
-def test_acquire_after_refusal_delay_is_granted(limiter: RateLimiter, clock: FakeClock) -> None:
+def test_acquire_after_rejection_delay_granted(limiter: RateLimiter, clock: FakeClock) -> None:
     for _ in range(3):
         limiter.acquire(BUCKET, ceiling_per_second=4, max_wait_seconds=0.5)
-    refused = limiter.acquire(BUCKET, ceiling_per_second=4, max_wait_seconds=0.5)
+    rejected = limiter.acquire(BUCKET, ceiling_per_second=4, max_wait_seconds=0.5)
 
-    clock.advance(refused.wait_seconds)
+    clock.advance(rejected.wait_seconds)
     retried = limiter.acquire(BUCKET, ceiling_per_second=4, max_wait_seconds=0.5)
 
     assert retried == Permit(True, 0.0)
@@ -231,12 +231,12 @@ def test_throttled_floor_below_minimum_ceiling(limiter: RateLimiter) -> None:
 def test_throttled_retry_after_blocks_grants(limiter: RateLimiter, clock: FakeClock) -> None:
     limiter.on_throttled(BUCKET, retry_after_seconds=2.5, ceiling_per_second=8)
 
-    refused = limiter.acquire(BUCKET, ceiling_per_second=8, max_wait_seconds=0.5)
+    rejected = limiter.acquire(BUCKET, ceiling_per_second=8, max_wait_seconds=0.5)
     clock.advance(2.0)
     granted = limiter.acquire(BUCKET, ceiling_per_second=8, max_wait_seconds=0.5)
 
-    assert refused.granted is False
-    assert refused.wait_seconds == pytest.approx(2.5)
+    assert rejected.granted is False
+    assert rejected.wait_seconds == pytest.approx(2.5)
     assert granted.granted is True
     assert granted.wait_seconds == pytest.approx(0.5)
 
