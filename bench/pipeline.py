@@ -239,11 +239,11 @@ class WorkerGroup:
         raise RuntimeError(f"workers did not start; log:\n{self.log_text()[-3000:]}")
 
     def stop(self) -> None:
-        """Send SIGTERM to the group; kill it when it has not exited after STOP_TIMEOUT_SECONDS."""
+        """Send SIGTERM to the main process; kill the group if it is still running after
+        STOP_TIMEOUT_SECONDS (dramatiq forwards SIGTERM to its children itself)."""
         if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:

@@ -94,10 +94,15 @@ class WorkerProcess:
         self.process.wait(timeout=30)
 
     def stop(self, timeout: float = 40.0) -> int | None:
-        """Send SIGTERM to the group and wait; kill it if it does not stop in `timeout` s."""
+        """Send SIGTERM to the main process, as Kubernetes does, and wait for a clean exit.
+
+        Only the main process is signalled: dramatiq forwards SIGTERM to its children, and a
+        child that receives a second SIGTERM exits at once instead of finishing its messages.
+        The whole group is killed if it does not stop within `timeout` seconds.
+        """
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
-        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -178,7 +178,8 @@ class Demo:
     def _stop_worker(self) -> None:
         if self.worker is None or self.worker.poll() is not None:
             return
-        os.killpg(self.worker.pid, signal.SIGTERM)
+        # dramatiq forwards SIGTERM to its children; signalling them too would kill them at once.
+        self.worker.send_signal(signal.SIGTERM)
         try:
             self.worker.wait(timeout=30)
         except subprocess.TimeoutExpired:

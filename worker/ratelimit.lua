@@ -13,6 +13,8 @@
 -- ARGV[10] maximum hold in seconds
 -- ARGV[11] seconds after a decrease during which further 429s do not decrease again
 -- ARGV[12] seconds an untouched bucket is kept
+-- ARGV[13] throttled: the limit the gateway stated in its 429, requests per second, or ""
+-- ARGV[14] seconds a stated limit caps the rate
 --
 -- Hash fields, all in seconds of the same clock:
 --   tat           GCRA theoretical arrival time: the next free slot is tat - (burst - 1) * interval
@@ -21,6 +23,8 @@
 --   last_decrease time of the last multiplicative decrease
 --   last_increase time up to which recovery has been credited
 --   strikes       decreases since the rate was last back at the ceiling
+--   cap           highest factor allowed, from a limit the gateway stated; absent means 1
+--   cap_until     time after which the stated limit no longer caps the rate
 --
 -- Returns (numbers as strings, because Redis truncates Lua numbers to integers):
 --   acquire:             {granted 0|1, wait seconds, rate per second, now}
@@ -46,13 +50,16 @@ local base_hold = tonumber(ARGV[9])
 local max_hold = tonumber(ARGV[10])
 local decrease_interval = tonumber(ARGV[11])
 local idle_expiry = tonumber(ARGV[12])
+local stated_limit = tonumber(ARGV[13] or "")
+local cap_seconds = tonumber(ARGV[14] or "") or 0
 
 local function fmt(value)
     return string.format("%.6f", value)
 end
 
 local stored = redis.call(
-    "HMGET", key, "tat", "factor", "hold_until", "last_decrease", "last_increase", "strikes"
+    "HMGET", key, "tat", "factor", "hold_until", "last_decrease", "last_increase", "strikes",
+    "cap", "cap_until"
 )
 local tat = tonumber(stored[1]) or 0
 local factor = tonumber(stored[2]) or 1
@@ -60,6 +67,11 @@ local hold_until = tonumber(stored[3]) or 0
 local last_decrease = tonumber(stored[4])
 local last_increase = tonumber(stored[5])
 local strikes = tonumber(stored[6]) or 0
+local cap = tonumber(stored[7]) or 1
+local cap_until = tonumber(stored[8]) or 0
+if now >= cap_until then
+    cap = 1
+end
 
 local function save()
     redis.call(
@@ -69,7 +81,9 @@ local function save()
         "hold_until", fmt(hold_until),
         "last_decrease", fmt(last_decrease or 0),
         "last_increase", fmt(last_increase or now),
-        "strikes", tostring(strikes)
+        "strikes", tostring(strikes),
+        "cap", string.format("%.9f", cap),
+        "cap_until", fmt(cap_until)
     )
     -- Keep the key at least as long as a reservation or a hold reaches into the future.
     local keep = math.max(idle_expiry, tat - now, hold_until - now) + 1
@@ -103,6 +117,14 @@ if operation == "throttled" then
         last_decrease = now
     end
 
+    -- A gateway that states its limit ("limit:8, time:1 second") is taken at its word: the
+    -- rate goes straight to just below it and recovers no higher while the cap lasts.
+    if stated_limit ~= nil and stated_limit > 0 then
+        cap = math.max(floor_factor, math.min(1, stated_limit / ceiling))
+        cap_until = now + cap_seconds
+        factor = math.min(factor, cap)
+    end
+
     local interval = 1 / (ceiling * factor)
     local hold
     local pause
@@ -123,7 +145,7 @@ if operation == "throttled" then
 end
 
 if operation == "success" then
-    if factor >= 1 or now < hold_until then
+    if factor >= cap or now < hold_until then
         return {fmt(ceiling * factor), fmt(now)}
     end
 
@@ -132,7 +154,7 @@ if operation == "success" then
     -- bucket that was idle (or runs below one request per second) recovers gradually.
     local credited = math.min(now - credited_from, 1)
     if credited > 0 then
-        factor = math.min(1, factor + recovery_per_second * credited)
+        factor = math.min(cap, factor + recovery_per_second * credited)
         last_increase = now
         if factor >= 1 then
             strikes = 0

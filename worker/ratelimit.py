@@ -43,6 +43,13 @@ KEY_PREFIX: Final = "cce-sync:ratelimit:"
 #: Maximum wait for a grant, in seconds, when the caller passes no other value.
 DEFAULT_MAX_WAIT_SECONDS: Final = 0.5
 
+#: Share of a limit stated by the gateway that the bucket aims at after a 429. Slot timing
+#: jitters by a few milliseconds, so aiming exactly at the limit trips it now and then.
+STATED_LIMIT_MARGIN: Final = 0.97
+
+#: How long a stated limit caps the rate before recovery may probe above it again, in seconds.
+STATED_LIMIT_CAP_SECONDS: Final = 600.0
+
 #: Minimum pause of `RateLimiter.wait` between two rejected attempts, in seconds, so that callers
 #: competing for the same slot do not spin on Redis.
 MIN_RETRY_SECONDS: Final = 0.001
@@ -231,6 +238,7 @@ class RateLimiter:
         *,
         retry_after_seconds: float | None,
         ceiling_per_second: float,
+        stated_limit_per_second: float | None = None,
     ) -> float:
         """Cut the bucket's rate after a 429 and hold it down.
 
@@ -239,6 +247,9 @@ class RateLimiter:
             retry_after_seconds: The response's ``Retry-After``, or None when absent. When
                 given, no slot is granted and the rate does not recover until it has passed.
             ceiling_per_second: Configured rate of the bucket.
+            stated_limit_per_second: The limit the gateway named in its error message, if any.
+                The rate then drops to `STATED_LIMIT_MARGIN` of it at once and recovers no
+                higher for `STATED_LIMIT_CAP_SECONDS`.
 
         Returns:
             The bucket's new rate, in requests per second.
@@ -256,7 +267,16 @@ class RateLimiter:
                 )
             retry_after = repr(float(retry_after_seconds))
 
-        reply = self._run("throttled", bucket, ceiling_per_second, retry_after)
+        stated = ""
+        if stated_limit_per_second is not None and stated_limit_per_second > 0:
+            stated = repr(float(stated_limit_per_second) * STATED_LIMIT_MARGIN)
+        reply = self._run(
+            "throttled",
+            bucket,
+            ceiling_per_second,
+            retry_after,
+            extra=(stated, repr(STATED_LIMIT_CAP_SECONDS)),
+        )
         return float(reply[0])
 
     def on_success(self, bucket: str, *, ceiling_per_second: float) -> float:
@@ -312,7 +332,13 @@ class RateLimiter:
             sleep(max(permit.wait_seconds, MIN_RETRY_SECONDS))
 
     def _run(
-        self, operation: str, bucket: str, ceiling_per_second: float, argument: str
+        self,
+        operation: str,
+        bucket: str,
+        ceiling_per_second: float,
+        argument: str,
+        *,
+        extra: tuple[str, ...] = (),
     ) -> Sequence[str | bytes | int]:
         key = KEY_PREFIX + _require_name("bucket", bucket)
         now = "" if self._clock is None else repr(float(self._clock()))
@@ -322,6 +348,7 @@ class RateLimiter:
             repr(float(ceiling_per_second)),
             argument,
             *self._policy.script_arguments(),
+            *extra,
         ]
         reply = self._script(keys=[key], args=arguments)
         if not isinstance(reply, list):

@@ -19,6 +19,7 @@ it asks for a longer wait.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -57,12 +58,37 @@ class Decision:
         reason: failure reason for `fail`, metric label for `retry`, cause for the others.
         retry_after_seconds: the server's `Retry-After`, in seconds, when it sent one.
         throttled: whether the API throttled the request (the shared rate must slow down).
+        stated_limit_per_second: the limit an API gateway named in its 429 message
+            ("limit:8, time:1 second"), converted to requests per second.
     """
 
     action: Action
     reason: str
     retry_after_seconds: float | None = None
     throttled: bool = False
+    stated_limit_per_second: float | None = None
+
+
+_STATED_LIMIT = re.compile(
+    r"limit:\s*(\d+(?:\.\d+)?)\s*,\s*time:\s*(\d+)?\s*(second|minute|hour)", re.I
+)
+_UNIT_SECONDS: Final = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def stated_limit_per_second(message: str | None) -> float | None:
+    """Return the rate limit named in an API gateway message, in requests per second.
+
+    The gateway's 429 (`APIGW.0308`) reads "policy user over ratelimit, limit:N, time:1 second"
+    (or minute); None when the message names no limit.
+    """
+    match = _STATED_LIMIT.search(message or "")
+    if match is None:
+        return None
+    count = float(match.group(1))
+    period = float(match.group(2) or 1) * _UNIT_SECONDS[match.group(3).lower()]
+    if count <= 0 or period <= 0:
+        return None
+    return count / period
 
 
 class UniformSource(Protocol):
@@ -105,7 +131,13 @@ def _classify_api_error(error: ApiError) -> Decision:
         if code in LOCKED_CODES:
             return Decision("retry", "locked", retry_after)
         # Unknown 429 codes are treated as throttling too: slowing down is the safe side.
-        return Decision("retry", "throttled", retry_after, throttled=True)
+        return Decision(
+            "retry",
+            "throttled",
+            retry_after,
+            throttled=True,
+            stated_limit_per_second=stated_limit_per_second(error.error_message),
+        )
     if status >= 500:
         return Decision("retry", "server_error", retry_after)
     if status == 409:

@@ -32,10 +32,11 @@ from worker.campaigns.store import (
     ClaimResult,
     StoreError,
     TargetRecord,
+    TransitionResult,
 )
 from worker.cce.errors import ApiError, CceError, OutcomeUnknownError
 from worker.cce.models import JobStatus, NodePoolStatus, SyncResult, UpgradeNodePoolSpec
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import RateLimiter, read_bucket, write_bucket
 from worker.retry import backoff_seconds, classify
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 #: Default `policy.retry.maxAttempts`.
 DEFAULT_MAX_ATTEMPTS = 8
 #: How long a target waits before checking again for the in-flight cap or a pool lock, in s.
-GATE_RECHECK_SECONDS = 3.0
+#: Targets waiting for the cap are also woken as soon as a place frees up.
+GATE_RECHECK_SECONDS = 30.0
 #: Longest sleep inside an actor for a reserved rate-limit slot, in seconds.
 MAX_RATE_SLEEP_SECONDS = 0.5
 #: Delay between two reconciliation checks of an unknown outcome, in seconds.
@@ -287,6 +289,8 @@ class Workflow:
         elif verdict == "wait":
             delay = claim.wait_seconds
             if delay is None:
+                # The in-flight cap wakes this target when a place frees up, and a pool lock
+                # lasts as long as another campaign's sync: check again only as a safety net.
                 delay = GATE_RECHECK_SECONDS
                 metrics.THROTTLED.labels(source="local").inc()
             self.send_submit(campaign.id, key, delay + random.uniform(0, 0.25))
@@ -294,6 +298,7 @@ class Workflow:
             metrics.SUBMISSIONS.labels(outcome="failed", reason=claim.detail).inc()
             logger.warning("target %s of campaign %s failed: %s", key, campaign.id, claim.detail)
         elif verdict == "skipped":
+            metrics.TARGETS_SKIPPED.labels(reason=claim.detail).inc()
             logger.info("target %s of campaign %s skipped: %s", key, campaign.id, claim.detail)
         else:
             logger.debug("target %s of campaign %s: nothing to do (%s)", key, campaign.id, verdict)
@@ -313,7 +318,8 @@ class Workflow:
             return
 
         if campaign.dry_run:
-            self._end(campaign.id, target, claim.token, "skipped", "dry_run", limits)
+            if self._end(campaign.id, target, claim.token, "skipped", "dry_run", limits):
+                metrics.TARGETS_SKIPPED.labels(reason="dry_run").inc()
             return
 
         try:
@@ -329,7 +335,7 @@ class Workflow:
         if not self._wait_for_rate(campaign, target, claim):
             return
 
-        recorded = self.store.transition(
+        recorded = self._transition(
             campaign.id,
             key,
             expected=["submitting"],
@@ -348,7 +354,7 @@ class Workflow:
     ) -> NodePoolStatus | None:
         """Read the pool before sending; return None when the attempt was rescheduled or ended."""
         try:
-            self._wait_for_read(target.project_id)
+            self._wait_for_read(target)
             pool = self.api.show_node_pool(
                 region=target.region,
                 project_id=target.project_id,
@@ -392,7 +398,7 @@ class Workflow:
         return pool
 
     def _wait_for_rate(self, campaign: Campaign, target: TargetRecord, claim: ClaimResult) -> bool:
-        bucket = f"{self._host(target.region)}|{target.project_id}"
+        bucket = write_bucket(self._host(target.region), target.project_id)
         permit = self.limiter.acquire(
             bucket,
             ceiling_per_second=self.rate_for(target.project_id),
@@ -408,8 +414,9 @@ class Workflow:
             self.sleep(permit.wait_seconds)
         return True
 
-    def _wait_for_read(self, project_id: str) -> None:
-        bucket = f"read|{project_id}"
+    def _wait_for_read(self, target: TargetRecord) -> None:
+        """Pace a read call through the project's read bucket (waits 40 s at the most)."""
+        bucket = read_bucket(self._host(target.region), target.project_id)
         for _ in range(20):
             permit = self.limiter.acquire(
                 bucket, ceiling_per_second=self.read_rate_per_second, max_wait_seconds=2.0
@@ -429,7 +436,7 @@ class Workflow:
         baseline: NodePoolStatus,
         limits: ClaimLimits,
     ) -> None:
-        bucket = f"{self._host(target.region)}|{target.project_id}"
+        bucket = write_bucket(self._host(target.region), target.project_id)
         ceiling = self.rate_for(target.project_id)
         try:
             result = self.api.sync_node_pool(
@@ -448,7 +455,7 @@ class Workflow:
                 error,
             )
             metrics.RETRIES.labels(reason="outcome_unknown").inc()
-            self.store.transition(
+            self._transition(
                 campaign.id,
                 target.key,
                 expected=["submitting"],
@@ -500,6 +507,7 @@ class Workflow:
                 bucket,
                 retry_after_seconds=decision.retry_after_seconds,
                 ceiling_per_second=ceiling,
+                stated_limit_per_second=decision.stated_limit_per_second,
             )
             # A throttled request was never processed, so it does not use up an attempt.
             delay = decision.retry_after_seconds or self.config.throttle_retry_seconds
@@ -531,7 +539,7 @@ class Workflow:
         if posted_at == 0:
             # The owner died before sending: nothing reached CCE.
             logger.info("target %s of campaign %s was never sent; releasing it", key, campaign.id)
-            self.store.transition(
+            self._transition(
                 campaign.id,
                 key,
                 expected=["submitting"],
@@ -544,7 +552,7 @@ class Workflow:
             return
 
         try:
-            self._wait_for_read(target.project_id)
+            self._wait_for_read(target)
             pool = self.api.show_node_pool(
                 region=target.region,
                 project_id=target.project_id,
@@ -582,7 +590,7 @@ class Workflow:
         )
 
     def _hold_for_reconcile(self, campaign_id: str, key: str, token: str) -> None:
-        self.store.transition(
+        self._transition(
             campaign_id,
             key,
             expected=["submitting"],
@@ -619,7 +627,7 @@ class Workflow:
         self._finish_sync(campaign_id, target, result, reason)
 
     def _completion(self, target: TargetRecord) -> tuple[bool, str, str]:
-        self._wait_for_read(target.project_id)
+        self._wait_for_read(target)
         if target.job_id:
             job = self.api.show_job(
                 region=target.region, project_id=target.project_id, job_id=target.job_id
@@ -647,7 +655,7 @@ class Workflow:
         return False, "", ""
 
     def _keep_tracking(self, campaign_id: str, target: TargetRecord) -> None:
-        self.store.transition(
+        self._transition(
             campaign_id,
             target.key,
             expected=["accepted"],
@@ -661,7 +669,7 @@ class Workflow:
         self, campaign_id: str, target: TargetRecord, result: str, reason: str
     ) -> None:
         event = events.TARGET_SYNCED if result == "synced" else events.TARGET_SYNC_FAILED
-        outcome = self.store.transition(
+        outcome = self._transition(
             campaign_id,
             target.key,
             expected=["accepted"],
@@ -675,7 +683,16 @@ class Workflow:
             metrics.SYNCS_COMPLETED.labels(result=result).inc()
             logger.info("target %s of campaign %s: %s %s", target.key, campaign_id, result, reason)
 
-    # -- shared steps -----------------------------------------------------------------------
+    # -- shared steps -------------------------------------------------------------------------
+
+    def _transition(self, campaign_id: str, key: str, **changes: Any) -> TransitionResult:
+        """Apply a store transition and enqueue the waiting target it frees a place for, if any."""
+        result = self.store.transition(campaign_id, key, **changes)
+        if result.woken:
+            self.send_submit(campaign_id, result.woken, 0.0)
+        return result
+
+    # -- shared steps (outcomes) -----------------------------------------------------------------------
 
     def _accept(
         self,
@@ -687,7 +704,7 @@ class Workflow:
         *,
         request_id: str | None,
     ) -> None:
-        outcome = self.store.transition(
+        outcome = self._transition(
             campaign_id,
             target.key,
             expected=["submitting"],
@@ -754,7 +771,7 @@ class Workflow:
         detail: str = "",
     ) -> bool:
         event = events.TARGET_FAILED if state == "failed" else ""
-        outcome = self.store.transition(
+        outcome = self._transition(
             campaign_id,
             target.key,
             expected=["submitting"],
@@ -775,7 +792,7 @@ class Workflow:
     def _retry(
         self, campaign_id: str, target: TargetRecord, claim: ClaimResult, delay: float, reason: str
     ) -> None:
-        self.store.transition(
+        self._transition(
             campaign_id,
             target.key,
             expected=["submitting"],
@@ -809,7 +826,7 @@ class Workflow:
             "attempts": max(claim.attempts - 1, 0),
             "reason": reason,
         }
-        self.store.transition(
+        self._transition(
             campaign_id,
             target.key,
             expected=["submitting"],

@@ -10,7 +10,6 @@ number of pools.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -114,22 +113,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.kill()
-
-
-def stop_main_process(worker: WorkerProcess, timeout: float = 40.0) -> int | None:
-    """Send SIGTERM to the worker's main process only, as Kubernetes and Docker do.
-
-    `WorkerProcess.stop()` signals the whole process group. dramatiq's main process forwards
-    SIGTERM to its children, and a child that receives a second SIGTERM exits at once with
-    status 1, so signalling the group is not a graceful stop.
-    """
-    assert worker.process is not None
-    worker.process.send_signal(signal.SIGTERM)
-    try:
-        return int(worker.process.wait(timeout=timeout))
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        return None
 
 
 def logs_of(tmp_path: Path, chars: int = 3000) -> str:
@@ -313,7 +296,7 @@ def test_sigterm_then_new_worker_finishes(
 
     submit(environment, document)
     wait_progress(watch, tmp_path, 15)
-    exit_code = stop_main_process(first)
+    exit_code = first.stop()
     stopped_at = watch.counts()
     start_worker(environment, processes=2, threads=4)
 

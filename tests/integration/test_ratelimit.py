@@ -23,7 +23,14 @@ from typing import cast
 import pytest
 import redis
 
-from worker.ratelimit import KEY_PREFIX, AdaptivePolicy, Permit, RateLimiter
+from worker.ratelimit import (
+    KEY_PREFIX,
+    STATED_LIMIT_CAP_SECONDS,
+    STATED_LIMIT_MARGIN,
+    AdaptivePolicy,
+    Permit,
+    RateLimiter,
+)
 
 BUCKET = "cce.test.local|project-a"
 KEY = KEY_PREFIX + BUCKET
@@ -220,6 +227,39 @@ def test_throttled_rate_has_floor(limiter: RateLimiter, clock: FakeClock) -> Non
         clock.advance(2)
 
     assert rate == pytest.approx(limiter.policy.min_rate_per_second)
+
+
+def test_throttled_stated_limit_sets_rate(limiter: RateLimiter) -> None:
+    rate = limiter.on_throttled(
+        BUCKET, retry_after_seconds=None, ceiling_per_second=32, stated_limit_per_second=8
+    )
+
+    assert rate == pytest.approx(8 * STATED_LIMIT_MARGIN)
+
+
+def test_stated_limit_caps_recovery(limiter: RateLimiter, clock: FakeClock) -> None:
+    limiter.on_throttled(
+        BUCKET, retry_after_seconds=None, ceiling_per_second=32, stated_limit_per_second=8
+    )
+    rate = 0.0
+    for _ in range(120):
+        clock.advance(1)
+        rate = limiter.on_success(BUCKET, ceiling_per_second=32)
+
+    assert rate == pytest.approx(8 * STATED_LIMIT_MARGIN)
+
+
+def test_stated_limit_cap_expires(limiter: RateLimiter, clock: FakeClock) -> None:
+    limiter.on_throttled(
+        BUCKET, retry_after_seconds=None, ceiling_per_second=32, stated_limit_per_second=8
+    )
+    clock.advance(STATED_LIMIT_CAP_SECONDS + 1)
+    rate = 0.0
+    for _ in range(40):
+        clock.advance(1)
+        rate = limiter.on_success(BUCKET, ceiling_per_second=32)
+
+    assert rate == pytest.approx(32)
 
 
 def test_throttled_floor_below_minimum_ceiling(limiter: RateLimiter) -> None:

@@ -14,7 +14,7 @@ from worker.cce.errors import (
     CredentialsError,
     OutcomeUnknownError,
 )
-from worker.retry import Decision, backoff_seconds, classify, delay_seconds
+from worker.retry import Decision, backoff_seconds, classify, delay_seconds, stated_limit_per_second
 
 
 def api_error(
@@ -198,3 +198,35 @@ def test_delay_keeps_longer_backoff() -> None:
     decision = Decision("retry", "throttled", 0.2, throttled=True)
 
     assert delay_seconds(decision, 3, rng=FixedUniform(1.0)) == 8.0
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "The throttling threshold has been reached: policy user over ratelimit, limit:8, time:1 second",
+            8.0,
+        ),
+        ("policy user over ratelimit, limit:10, time:1 minute", 10 / 60),
+        ("policy user over ratelimit, limit:8.0, time:1 second", 8.0),
+        ("policy user over ratelimit", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_stated_limit_parsed(message: str | None, expected: float | None) -> None:
+    assert stated_limit_per_second(message) == (pytest.approx(expected) if expected else None)
+
+
+def test_throttled_decision_carries_limit() -> None:
+    error = ApiError(
+        status_code=429,
+        error_code="APIGW.0308",
+        error_message="policy user over ratelimit, limit:8, time:1 second",
+        request_id=None,
+        retry_after_seconds=None,
+        operation="sync_node_pool",
+    )
+    decision = classify(error)
+    assert decision.throttled is True
+    assert decision.stated_limit_per_second == pytest.approx(8.0)

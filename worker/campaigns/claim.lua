@@ -1,7 +1,7 @@
 -- Claim one target for a sync attempt, atomically.
 --
 -- KEYS[1] campaign hash, KEYS[2] targets hash, KEYS[3] counts hash, KEYS[4] pool lock,
--- KEYS[5] events stream
+-- KEYS[5] events stream, KEYS[6] targets waiting for the in-flight cap (ZSET)
 -- ARGV: target key, now (s), token, lease (s), max in flight (0 = no cap), max attempts,
 --       max age (s, 0 = none), pool lock ttl (s), not after (s, 0 = none),
 --       max failures (-1 = none), max failure ratio (-1 = none), events max length,
@@ -10,7 +10,9 @@
 -- Returns {verdict, detail, attempts}. Verdicts:
 --   claimed      target is now `submitting` with this token and attempt number
 --   reconcile    a `submitting` target whose lease ran out: this token now owns it
---   wait         try again in `detail` seconds (lease held, not due, in-flight cap, pool lock)
+--   wait         try again in `detail` seconds (lease held, not due), or `detail` is
+--                "inflight" (the target joined KEYS[6] and is woken when a place frees up)
+--                or "pool_locked" (another campaign syncs this pool)
 --   paused       campaign paused or not yet open; nothing changed
 --   done         target already past submitting
 --   failed       target failed now (detail = reason)
@@ -133,6 +135,7 @@ if max_in_flight > 0 then
     in_flight = in_flight + count("accepted")
   end
   if in_flight >= max_in_flight then
+    redis.call("ZADD", KEYS[6], "NX", now, key)
     return {"wait", "inflight", target.attempts}
   end
 end
@@ -143,6 +146,7 @@ if holder and holder ~= owner then
   return {"wait", "pool_locked", target.attempts}
 end
 redis.call("SET", KEYS[4], owner, "EX", lock_ttl)
+redis.call("ZREM", KEYS[6], key)
 
 target.state = "submitting"
 target.attempts = tonumber(target.attempts) + 1

@@ -9,6 +9,7 @@ Layout (every key prefixed ``cce-sync:``):
     campaign:{id}:specs           HASH  target key -> JSON location and sync template (immutable)
     campaign:{id}:targets         HASH  target key -> JSON state record (changed only by Lua)
     campaign:{id}:counts          HASH  target state -> number of targets
+    campaign:{id}:waiting         ZSET  target key -> time it found the in-flight cap reached
     poollock:{target key}         STRING "{campaign id}|{target key}" with a TTL
 
 A target's state changes only inside the Lua scripts `claim.lua` and `transition.lua`, which also
@@ -178,9 +179,16 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class TransitionResult:
+    """Outcome of `CampaignStore.transition()`.
+
+    `woken` is the key of a target that waited for the in-flight cap and should be enqueued now,
+    because this change freed a place (empty when none waits).
+    """
+
     applied: bool
     state: str
     campaign_finished: bool
+    woken: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,7 @@ class CampaignStore:
             base + ":counts",
             pool_lock_key(key),
             event_types.EVENTS_STREAM,
+            base + ":waiting",
         ]
 
     # -- creation ---------------------------------------------------------------------------
@@ -564,8 +573,10 @@ class CampaignStore:
             lock,
             lock_ttl_seconds,
         ]
-        applied, state, finished = self._transition(keys=self._keys(campaign_id, key), args=args)
-        return TransitionResult(bool(int(applied)), str(state), bool(int(finished)))
+        applied, state, finished, woken = self._transition(
+            keys=self._keys(campaign_id, key), args=args
+        )
+        return TransitionResult(bool(int(applied)), str(state), bool(int(finished)), str(woken))
 
     def _finish_if_done(self, campaign_id: str) -> bool:
         campaign = self.get(campaign_id)

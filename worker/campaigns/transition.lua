@@ -1,13 +1,14 @@
 -- Move one target from one of the expected states to a new one, atomically.
 --
 -- KEYS[1] campaign hash, KEYS[2] targets hash, KEYS[3] counts hash, KEYS[4] pool lock,
--- KEYS[5] events stream
+-- KEYS[5] events stream, KEYS[6] targets waiting for the in-flight cap (ZSET)
 -- ARGV: target key, now (s), token ("" = any owner), expected states (comma separated),
 --       new state, fields (JSON object merged into the record), event type ("" = none),
 --       event data (JSON object), events max length, track completion ("1"/"0"),
 --       lock action ("release", "refresh" or "keep"), lock ttl (s)
 --
--- Returns {applied (1/0), state after the call, campaign finished by this call (1/0)}.
+-- Returns {applied (1/0), state after the call, campaign finished by this call (1/0),
+-- key of a waiting target to wake because this change freed an in-flight place ("" if none)}.
 local key = ARGV[1]
 local now = tonumber(ARGV[2])
 local token = ARGV[3]
@@ -23,7 +24,7 @@ local lock_ttl = tonumber(ARGV[12])
 
 local raw = redis.call("HGET", KEYS[2], key)
 if not raw then
-  return {0, "missing", 0}
+  return {0, "missing", 0, ""}
 end
 local target = cjson.decode(raw)
 
@@ -34,7 +35,7 @@ for state in string.gmatch(expected, "[^,]+") do
   end
 end
 if not allowed or (token ~= "" and target.token ~= token) then
-  return {0, target.state, 0}
+  return {0, target.state, 0, ""}
 end
 
 local campaign_id = redis.call("HGET", KEYS[1], "id")
@@ -63,6 +64,17 @@ if event_type ~= "" then
     "campaign_id", campaign_id, "data", event_data)
 end
 
+local function in_flight(state)
+  return state == "submitting" or (track and state == "accepted")
+end
+local woken = ""
+if in_flight(old_state) and not in_flight(new_state) then
+  local popped = redis.call("ZPOPMIN", KEYS[6])
+  if popped[1] then
+    woken = popped[1]
+  end
+end
+
 local function count(state)
   return tonumber(redis.call("HGET", KEYS[3], state) or "0")
 end
@@ -80,4 +92,4 @@ if redis.call("HGET", KEYS[1], "expanded") == "1" and ended >= total
     "campaign_id", campaign_id, "data", cjson.encode({state = "finished"}))
   finished = 1
 end
-return {1, new_state, finished}
+return {1, new_state, finished, woken}
