@@ -69,7 +69,7 @@ class WorkerProcess:
         return self
 
     def wait_metrics(self, timeout: float = 30.0) -> None:
-        """Wait until the metrics endpoint answers."""
+        """Wait until the metrics endpoint responds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

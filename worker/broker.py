@@ -77,9 +77,9 @@ def _broker_client(settings: Settings) -> redis.Redis:
 def build_broker(settings: Settings | None = None) -> RedisBroker:
     """Build the Redis broker with cce-sync's middleware and heartbeat settings.
 
-    dramatiq's own `Retries` middleware is kept with zero retries: cce-sync decides retries
-    itself (with delays that do not burn attempts while waiting for the rate limiter), so an
-    unexpected exception is logged by dramatiq and the message goes to the dead-letter queue.
+    dramatiq's own `Retries` middleware is kept with zero retries, because cce-sync decides
+    retries itself and waits for the rate limiter without using up attempts. An unexpected
+    exception is logged by dramatiq and its message goes to the dead-letter queue.
     """
     from worker.metrics import DramatiqMetrics
 

@@ -208,10 +208,10 @@ class Demo:
         deadline = time.monotonic() + self.args.timeout
         while time.monotonic() < deadline:
             campaign = store.require(campaign_id)
-            shown = ", ".join(
+            summary = ", ".join(
                 f"{state} {count}" for state, count in campaign.counts.items() if count
             )
-            print(f"  {campaign.state:<9} {shown}", flush=True)
+            print(f"  {campaign.state:<9} {summary}", flush=True)
             if campaign.state in ("finished", "cancelled", "paused"):
                 return campaign.state == "finished"
             time.sleep(1.0)

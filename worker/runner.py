@@ -3,8 +3,8 @@
 The runner prepares prometheus-client's multiprocess directory, then hands over to dramatiq's
 command line with the actors module, the thread and process counts, and two fork functions: the
 `/metrics` exposition server and housekeeping. SIGTERM makes dramatiq stop taking messages and
-wait up to `--shutdown-seconds` for running ones; an interrupted message comes back to another
-worker after the heartbeat timeout.
+wait up to `--shutdown-seconds` for running ones. A message interrupted after that comes back to
+another worker once the heartbeat timeout has passed.
 """
 
 from __future__ import annotations

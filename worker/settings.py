@@ -19,8 +19,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: write calls throttled near 10 per minute, so production campaigns should set this explicitly.
 DEFAULT_RATE_PER_SECOND = 1.0
 
-#: Read calls (show pool, show job) are throttled far later than writes; this default is an
-#: estimate from the same public measurement (about 70 per second), kept well below it.
+#: Read calls (show pool, show job) are throttled far later than writes. The same public
+#: measurement saw reads throttled near 70 per second, and this default stays well below it.
 DEFAULT_READ_RATE_PER_SECOND = 20.0
 
 
@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CCE_SYNC_ENDPOINT"),
         description="Override of the CCE base URL; may contain {region}. http:// only for loopback.",
     )
+    # NOTE: no code obtains IAM tokens yet, so this setting has no effect; CCE_SYNC_AUTH_TOKEN
+    # must hold a ready token, which cce-sync does not refresh.
     iam_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices("CCE_SYNC_IAM_ENDPOINT")
     )

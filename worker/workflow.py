@@ -1,6 +1,6 @@
 """The life of one campaign target: claim, rate limit, submit, reconcile and track.
 
-`Workflow` holds the logic that the dramatiq actors in `worker.actors` call. It keeps no state of
+`Workflow` contains the logic that the dramatiq actors in `worker.actors` call. It keeps no state of
 its own: every decision reads and writes Redis through `CampaignStore`, so any number of worker
 processes share a campaign. Waiting (rate limit, retry delay, in-flight cap, pool lock, completion
 polling) never sleeps a worker thread for long: the message is sent again with a delay.
@@ -46,7 +46,7 @@ DEFAULT_MAX_ATTEMPTS = 8
 #: How long a target waits before checking again for the in-flight cap or a pool lock, in s.
 #: Targets waiting for the cap are also woken as soon as a place frees up.
 GATE_RECHECK_SECONDS = 30.0
-#: Longest sleep inside an actor for a reserved rate-limit slot, in seconds.
+#: Maximum sleep inside an actor for a reserved rate-limit slot, in seconds.
 MAX_RATE_SLEEP_SECONDS = 0.5
 #: Delay between two reconciliation checks of an unknown outcome, in seconds.
 RECONCILE_RECHECK_SECONDS = 2.0

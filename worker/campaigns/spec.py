@@ -17,8 +17,8 @@ def spec_builder(settings: Settings) -> Callable[[TargetRecord], UpgradeNodePool
     """Return a function that builds a target's `UpgradeNodePoolSpec`.
 
     The function resolves `passwordFrom` references and decrypts inline passwords with
-    ``CCE_SYNC_SECRET_KEY``; it raises `TargetSpecError` (reason `secret_unavailable` or
-    `invalid_request`) instead of sending a body CCE would reject.
+    ``CCE_SYNC_SECRET_KEY``. It raises `TargetSpecError` (reason `secret_unavailable` or
+    `invalid_request`) rather than build a body that CCE would reject.
     """
     cipher = cipher_from_settings(settings)
 

@@ -12,9 +12,9 @@ Layout (every key prefixed ``cce-sync:``):
     campaign:{id}:waiting         ZSET  target key -> time it found the in-flight cap reached
     poollock:{target key}         STRING "{campaign id}|{target key}" with a TTL
 
-A target's state changes only inside the Lua scripts `claim.lua` and `transition.lua`, which also
-keep the counts, the pool lock and the events stream in step, so a crash between two Redis calls
-never leaves a count or an event behind its state. Stored documents carry no secret in clear: the
+A target's state changes only inside the Lua scripts `claim.lua` and `transition.lua`. They also
+keep the counts, the pool lock, the waiting set and the events stream in step with the state, so
+no crash between two Redis calls can leave a count or an event behind. Stored documents carry no secret in clear: the
 producer encrypts inline node passwords before calling `create()`.
 """
 
