@@ -790,4 +790,7 @@ def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:
 
 def run_forked() -> None:
     """Run the intake inside `cce-sync worker --intake` (a dramatiq fork function)."""
+    from worker.broker import exit_with_parent
+
+    exit_with_parent()
     main([])

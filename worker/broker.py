@@ -7,8 +7,12 @@ connection pool from the URL and silently drop keyword timeouts, so the broker i
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
+import os
+import signal
+import sys
 
 import dramatiq
 import redis
@@ -17,6 +21,7 @@ from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
@@ -38,6 +43,39 @@ MAINTENANCE_CHANCE_PER_MILLION = 50_000
 #: Upper bound on one actor run, in milliseconds. A run only does a few HTTP calls with their own
 #: deadlines; anything longer is a hang.
 ACTOR_TIME_LIMIT_MS = 5 * 60 * 1000
+
+
+#: prctl option that asks Linux to signal this process when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """Make the kernel send SIGTERM to this process when its parent process exits (Linux only).
+
+    dramatiq's main process starts the worker and fork processes. If it is killed with SIGKILL,
+    its children would otherwise live on as orphans: still consuming messages, holding the
+    metrics port and writing metric files that the next `cce-sync worker` deletes. On other
+    systems this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning(
+            "cannot ask to be stopped with the parent process (errno %d)", ctypes.get_errno()
+        )
+        return
+    if os.getppid() == 1:
+        # The parent exited before the request took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class ExitWithParent(Middleware):
+    """Stops each worker process when dramatiq's main process is gone (see `exit_with_parent`)."""
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        exit_with_parent()
 
 
 def redis_client(
@@ -85,6 +123,7 @@ def build_broker(settings: Settings | None = None) -> RedisBroker:
 
     settings = settings or get_settings()
     middleware = [
+        ExitWithParent(),
         DramatiqMetrics(),
         AgeLimit(),
         TimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),

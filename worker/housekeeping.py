@@ -103,7 +103,9 @@ def run() -> None:
     import os
 
     from worker import actors
+    from worker.broker import exit_with_parent
 
+    exit_with_parent()
     settings = get_settings()
     client = redis_client(settings)
     store = CampaignStore(client, events_max_length=settings.events_max_length)

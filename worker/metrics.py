@@ -677,7 +677,9 @@ def run_exposition_server() -> int:
     """
     # Imported here because worker.broker adds DramatiqMetrics to the broker, so it imports
     # this module.
-    from worker.broker import BROKER_NAMESPACE, redis_client
+    from worker.broker import BROKER_NAMESPACE, exit_with_parent, redis_client
+
+    exit_with_parent()
 
     settings = get_settings()
     registry = build_registry(
