@@ -115,6 +115,21 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+def run_cli(
+    environment: Mapping[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `cce-sync ARGS` with `environment` and return its completed process (60 s limit)."""
+    return subprocess.run(
+        [CCE_SYNC, *args],
+        input=stdin,
+        env=dict(environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
     """Sum the samples of `name` in a Prometheus text exposition whose labels include `labels`."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import campaign_document, worker_environment
-from processes import CCE_SYNC, WorkerProcess, metric_value, wait_until
+from processes import WorkerProcess, metric_value, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(
-    environment: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CCE_SYNC, *args],
-        input=stdin,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def campaign_status(environment: dict[str, str], campaign_id: str) -> dict[str, Any]:

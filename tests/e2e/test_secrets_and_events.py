@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 import redis as redis_py
 from conftest import TEST_AK, TEST_SK, campaign_document, worker_environment
 from cryptography.fernet import Fernet
-from processes import CCE_SYNC, WorkerProcess, wait_until
+from processes import WorkerProcess, run_cli, wait_until
 
 from worker.events import EventReader
 
@@ -19,20 +18,6 @@ pytestmark = pytest.mark.slow
 
 INLINE_PASSWORD = "Inl1ne-Secret-Pw"
 ENV_PASSWORD = "Env-Secret-Pw-42"
-
-
-def run_cli(
-    environment: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CCE_SYNC, *args],
-        input=stdin,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def campaign_with_passwords(fleet: Any, campaign_id: str) -> dict[str, Any]:
