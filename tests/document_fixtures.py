@@ -126,7 +126,14 @@ def both(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, An
     return mutate
 
 
+def password_file(path: str) -> Callable[[dict[str, Any]], None]:
+    """Return a mutation that makes the default template read the password from `path`."""
+    return with_sync_template({"login": {"userPassword": {"passwordFrom": {"file": path}}}})
+
+
 CLUSTER_1 = "3f8e0000-aaaa-bbbb-cccc-000000000001"
+PASSWORD_FILE_PATH = "spec.sync.nodeTemplate.login.userPassword.passwordFrom.file"
+NAME_REGEX_PATH = "spec.targets[2].clusterSelector.nameRegex"
 POOL_1 = "cccccccc-cccc-cccc-cccc-cccccccccccc"
 
 # (case, mutation of base_document(), field path the error must name)
@@ -167,6 +174,32 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
         "spec.targets[0].nodeIDs[0]",
     ),
     ("campaign ID with space", setting("metadata.id", "chg 1"), "metadata.id"),
+    ("name with ESC", setting("metadata.name", "patch\x1b[2J\x1b[H"), "metadata.name"),
+    ("name with newline", setting("metadata.name", "patch\nfake line"), "metadata.name"),
+    ("name with C1 CSI", setting("metadata.name", "patch\x9b31m"), "metadata.name"),
+    ("name with DEL", setting("metadata.name", "patch\x7f"), "metadata.name"),
+    (
+        "label value with ESC",
+        setting("metadata.labels.team", "\x1b]0;owned\x07"),
+        "metadata.labels.team",
+    ),
+    (
+        "label key with ESC",
+        setting("metadata.labels", {"team\x1b[2J": "platform"}),
+        "metadata.labels.team\\x1b[2J.[key]",
+    ),
+    (
+        "username with tab",
+        with_sync_template(
+            {"login": {"userPassword": {"username": "ro\tot", "passwordFrom": {"env": "NODE_PW"}}}}
+        ),
+        "spec.sync.nodeTemplate.login.userPassword.username",
+    ),
+    (
+        "sshKey with ESC",
+        with_sync_template({"login": {"sshKey": "ops\x1b[2J"}}),
+        "spec.sync.nodeTemplate.login.sshKey",
+    ),
     ("region with underscore", setting("spec.region", "AP_SOUTH"), "spec.region"),
     (
         "cluster ID as number",
@@ -233,6 +266,36 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
         "spec.targets[2].clusterSelector.nameRegex",
     ),
     (
+        "nameRegex with nested plus",
+        setting("spec.targets.2.clusterSelector.nameRegex", "^(a+)+$"),
+        NAME_REGEX_PATH,
+    ),
+    (
+        "nameRegex with nested star",
+        setting("spec.targets.2.clusterSelector.nameRegex", "(a*)*"),
+        NAME_REGEX_PATH,
+    ),
+    (
+        "nameRegex with nested group",
+        setting("spec.targets.2.clusterSelector.nameRegex", "^prod-(?:[a-z0-9]+-?)+$"),
+        NAME_REGEX_PATH,
+    ),
+    (
+        "nameRegex with lazy nesting",
+        setting("spec.targets.2.clusterSelector.nameRegex", r"(x\d+)*?y"),
+        NAME_REGEX_PATH,
+    ),
+    (
+        "nameRegex over 256 characters",
+        setting("spec.targets.2.clusterSelector.nameRegex", "a" * 257),
+        NAME_REGEX_PATH,
+    ),
+    (
+        "nameRegex with ESC",
+        setting("spec.targets.2.clusterSelector.nameRegex", "^prod-\x1b"),
+        NAME_REGEX_PATH,
+    ),
+    (
         "unknown cluster phase",
         setting("spec.targets.2.clusterSelector.status", "Ready"),
         "spec.targets[2].clusterSelector.status",
@@ -241,6 +304,23 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
     ("missing project", removing("spec.projectId"), "spec.targets[0].projectId"),
     ("wrong apiVersion", setting("apiVersion", "cce-sync/v2"), "apiVersion"),
     ("wrong kind", setting("kind", "Job"), "kind"),
+    (
+        "preInstall extra padding",
+        with_sync_template({"lifeCycle": {"preInstall": "ZWNobyAx="}, "login": {"sshKey": "ops"}}),
+        "spec.sync.nodeTemplate.lifeCycle.preInstall",
+    ),
+    (
+        "postInstall nonzero unused bits",
+        with_sync_template({"lifeCycle": {"postInstall": "ZWNobyB="}, "login": {"sshKey": "ops"}}),
+        "spec.sync.nodeTemplate.lifeCycle.postInstall",
+    ),
+    (
+        "postInstall with line break",
+        with_sync_template(
+            {"lifeCycle": {"postInstall": "ZWNo\nbyAx"}, "login": {"sshKey": "ops"}}
+        ),
+        "spec.sync.nodeTemplate.lifeCycle.postInstall",
+    ),
     (
         "preInstall not Base64",
         with_sync_template({"lifeCycle": {"preInstall": "echo 1"}, "login": {"sshKey": "ops"}}),
@@ -318,6 +398,17 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
         ),
         "spec.sync.nodeTemplate.login.userPassword.passwordFrom.file",
     ),
+    ("passwordFrom double slash proc", password_file("//proc/self/environ"), PASSWORD_FILE_PATH),
+    (
+        "passwordFrom dot-dot into proc",
+        password_file("/tmp/../proc/self/environ"),
+        PASSWORD_FILE_PATH,
+    ),
+    ("passwordFrom dot-dot elsewhere", password_file("/run/secrets/../pw"), PASSWORD_FILE_PATH),
+    ("passwordFrom dot into dev", password_file("/./dev/stdin"), PASSWORD_FILE_PATH),
+    ("passwordFrom repeated slashes", password_file("/sys//kernel/notes"), PASSWORD_FILE_PATH),
+    ("passwordFrom proc directory", password_file("/proc"), PASSWORD_FILE_PATH),
+    ("passwordFrom with ESC", password_file("/run/pw\x1b[2J"), PASSWORD_FILE_PATH),
     (
         "passwordFrom relative file",
         with_sync_template({"login": {"userPassword": {"passwordFrom": {"file": "pw.txt"}}}}),

@@ -20,9 +20,10 @@ from worker import metrics
 from worker.broker import redis_client, setup_broker
 from worker.campaigns.expansion import resolve_targets
 from worker.campaigns.spec import spec_builder
-from worker.campaigns.store import CampaignStore
+from worker.campaigns.store import CampaignStore, StoreError
 from worker.cce.client import CceClient
 from worker.cce.endpoints import endpoint_for
+from worker.cce.errors import ConfigurationError, CredentialsError
 from worker.ratelimit import RateLimiter
 from worker.settings import get_settings
 from worker.workflow import Workflow, WorkflowConfig
@@ -80,19 +81,39 @@ def send(actor: dramatiq.Actor[Any, Any], delay_seconds: float, *args: str) -> N
         actor.send(*args)
 
 
+def _pause_for_configuration(campaign_id: str, error: Exception) -> None:
+    """Pause a campaign that this worker's configuration cannot serve, with the reason."""
+    logger.error(
+        "campaign %s paused: %s; fix the worker settings, then resume it", campaign_id, error
+    )
+    try:
+        CampaignStore(redis_client()).pause(campaign_id, reason=f"configuration: {error}")
+    except StoreError as store_error:
+        logger.warning("campaign %s not paused: %s", campaign_id, store_error)
+
+
 @dramatiq.actor(queue_name=QUEUE_NAME, max_retries=0)
 def expand_campaign(campaign_id: str) -> None:
     """Resolve a campaign's targets and enqueue one `submit_sync` per unfinished target."""
-    workflow().expand(campaign_id)
+    try:
+        workflow().expand(campaign_id)
+    except (ConfigurationError, CredentialsError) as error:
+        _pause_for_configuration(campaign_id, error)
 
 
 @dramatiq.actor(queue_name=QUEUE_NAME, max_retries=0)
 def submit_sync(campaign_id: str, target_key: str) -> None:
     """Take one step for one target: submit, reconcile, or reschedule."""
-    workflow().submit(campaign_id, target_key)
+    try:
+        workflow().submit(campaign_id, target_key)
+    except (ConfigurationError, CredentialsError) as error:
+        _pause_for_configuration(campaign_id, error)
 
 
 @dramatiq.actor(queue_name=QUEUE_NAME, max_retries=0)
 def track_sync(campaign_id: str, target_key: str) -> None:
     """Check once whether an accepted sync finished; reschedules itself until it has."""
-    workflow().track(campaign_id, target_key)
+    try:
+        workflow().track(campaign_id, target_key)
+    except (ConfigurationError, CredentialsError) as error:
+        _pause_for_configuration(campaign_id, error)

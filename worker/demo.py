@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import string
 import subprocess
@@ -91,6 +92,7 @@ class Demo:
         self.worker: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.log_path = Path(tempfile.gettempdir()) / f"cce-sync-demo-{os.getpid()}.log"
+        self.metrics_dir = Path(tempfile.gettempdir()) / f"cce-sync-demo-{os.getpid()}-metrics"
 
     def run(self) -> int:
         with self.stack:
@@ -107,6 +109,7 @@ class Demo:
     def _start_redis(self) -> str:
         url = os.environ.get("REDIS_URL")
         if url:
+            self._require_empty(url)
             print(f"Redis: {url} (from REDIS_URL)")
             return url
 
@@ -114,6 +117,27 @@ class Demo:
         self.stack.callback(server.stop)
         print(f"Redis: private redis-server on {server.url} (stopped at the end)")
         return server.url
+
+    @staticmethod
+    def _require_empty(url: str) -> None:
+        """Refuse a Redis that holds data: the demo workers would run its campaigns too.
+
+        Raises:
+            SystemExit: the database is not empty.
+        """
+        from worker.broker import redis_client
+
+        client = redis_client(url=url)
+        try:
+            keys = int(client.dbsize())
+        finally:
+            client.close()
+        if keys:
+            raise SystemExit(
+                f"cce-sync demo: REDIS_URL points at a database with {keys} keys; the demo's "
+                "workers would also process any campaign stored there, against the simulator. "
+                "Unset REDIS_URL to use a private Redis, or point it at an empty database."
+            )
 
     def _start_simulator(self) -> SimulatorServer:
 
@@ -151,6 +175,7 @@ class Demo:
             "--processes", "2",
             "--threads", "8",
             "--metrics-port", str(self.metrics_port),
+            "--metrics-dir", str(self.metrics_dir),
             "--shutdown-seconds", "10",
         ]  # fmt: skip
         log = self.log_path.open("wb")
@@ -158,6 +183,8 @@ class Demo:
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        # Callbacks run last-in first-out: stop the workers, then remove their metric files.
+        self.stack.callback(self._remove_files)
         self.stack.callback(self._stop_worker)
         print(f"Workers: 2 processes x 8 threads, log in {self.log_path}")
         print(f"Metrics: http://127.0.0.1:{self.metrics_port}/metrics")
@@ -174,6 +201,9 @@ class Demo:
             except httpx.HTTPError:
                 time.sleep(0.2)
         raise SystemExit(f"cce-sync worker did not start within 30 s; see {self.log_path}")
+
+    def _remove_files(self) -> None:
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _stop_worker(self) -> None:
         if self.worker is None or self.worker.poll() is not None:
@@ -196,7 +226,8 @@ class Demo:
 
         result = submit(self.args.campaign.read_bytes())
         print(
-            f"Submitted {self.args.campaign.name}: campaign {result.campaign_id}, {result.targets} node pools"
+            f"Submitted {self.args.campaign.name}: campaign {result.campaign_id}, "
+            f"{result.targets} node pools named, more found by listing when it has selectors"
         )
         return result.campaign_id
 

@@ -6,8 +6,9 @@ campaign and enqueueing it. Every `interval_seconds`, one host (elected through 
 lock) therefore:
 
 - enqueues `expand_campaign` for campaigns still in the outbox after `outbox_grace_seconds`;
-- enqueues a message again for unfinished targets whose record has not changed for
-  `stale_seconds` (a second message is harmless: the claim lets only one of them act).
+- enqueues a message again for unfinished targets that no message has claimed or checked for
+  `stale_seconds`, except those waiting for the in-flight cap (a second message is harmless:
+  the claim lets only one of them act).
 """
 
 from __future__ import annotations
@@ -75,8 +76,15 @@ class Housekeeper:
         for campaign in self.store.list_campaigns():
             if campaign.state not in ACTIVE_CAMPAIGN_STATES or campaign.state == "paused":
                 continue
+            # Targets waiting for the in-flight cap have no message on purpose: the transition
+            # that frees a place enqueues them.
+            waiting = self.store.waiting_keys(campaign.id)
+            seen = self.store.seen_times(campaign.id)
             for target in self.store.targets(campaign.id):
-                if now - target.updated_at < self.stale_seconds or target.due_at > now:
+                if target.key in waiting:
+                    continue
+                last_activity = max(target.updated_at, target.due_at, seen.get(target.key, 0.0))
+                if now - last_activity < self.stale_seconds:
                     continue
                 if target.state in ("pending", "submitting"):
                     self.send_submit(campaign.id, target.key)
@@ -114,7 +122,8 @@ def run() -> None:
         send_expand=lambda campaign_id: actors.send(actors.expand_campaign, 0, campaign_id),
         send_submit=lambda campaign_id, key: actors.send(actors.submit_sync, 0, campaign_id, key),
         send_track=lambda campaign_id, key: actors.send(actors.track_sync, 0, campaign_id, key),
-        stale_seconds=settings.housekeeping_stale_seconds,
+        # Tracking touches a target once per poll, so a shorter limit would duplicate its messages.
+        stale_seconds=max(settings.housekeeping_stale_seconds, 2 * settings.track_poll_seconds),
     )
     stop = threading.Event()
 

@@ -761,7 +761,8 @@ class DramatiqMetrics(Middleware):
 
     def __init__(self) -> None:
         self._start_times: dict[str, float] = {}
-        self._delayed: set[str] = set()
+        # Labels of the delayed messages this process holds, by message ID.
+        self._delayed: dict[str, tuple[str, str]] = {}
 
     def after_process_boot(self, broker: Broker) -> None:
         if os.environ.get(MULTIPROCESS_DIR_VARIABLE) and not multiprocess_enabled():
@@ -783,6 +784,11 @@ class DramatiqMetrics(Middleware):
             mark_process_dead(os.getpid(), directory)
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        # A delayed message leaves this process's memory when dramatiq enqueues it on its
+        # main queue at its ETA; any process may then run it.
+        held = self._delayed.pop(message.message_id, None)
+        if held is not None and not delay:
+            DELAYED_MESSAGES_IN_PROGRESS.labels(*held).dec()
         if "retries" in message.options:
             MESSAGE_RETRIES.labels(*_message_labels(message)).inc()
 
@@ -790,15 +796,12 @@ class DramatiqMetrics(Middleware):
         MESSAGE_REJECTS.labels(*_message_labels(message)).inc()
 
     def before_delay_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._delayed.add(message.message_id)
-        DELAYED_MESSAGES_IN_PROGRESS.labels(*_message_labels(message)).inc()
+        labels = _message_labels(message)
+        self._delayed[message.message_id] = labels
+        DELAYED_MESSAGES_IN_PROGRESS.labels(*labels).inc()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         labels = _message_labels(message)
-        if message.message_id in self._delayed:
-            self._delayed.discard(message.message_id)
-            DELAYED_MESSAGES_IN_PROGRESS.labels(*labels).dec()
-
         MESSAGES_IN_PROGRESS.labels(*labels).inc()
         self._start_times[message.message_id] = time.monotonic()
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,25 @@ def dramatiq_arguments(args: argparse.Namespace, *, metrics_enabled: bool) -> li
     return argv
 
 
+def configuration_problem(settings: Settings) -> str | None:
+    """Return why the workers could not call CCE with these settings, or None when they can.
+
+    Checked at start so that a missing credential or a rejected endpoint stops the worker with
+    one clear line, instead of failing every message later.
+    """
+    from worker.cce.credentials import from_settings
+    from worker.cce.endpoints import endpoint_for
+    from worker.cce.errors import ConfigurationError, CredentialsError
+
+    try:
+        from_settings(settings)
+        if settings.endpoint:
+            endpoint_for("ap-southeast-1", settings.endpoint)
+    except (ConfigurationError, CredentialsError) as error:
+        return str(error)
+    return None
+
+
 def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     """Run the workers until SIGTERM or SIGINT; return dramatiq's exit code."""
     if not isinstance(args, argparse.Namespace):
@@ -87,6 +107,11 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         raise SystemExit("cce-sync worker: --processes and --threads must be at least 1")
 
     settings = get_settings()
+    problem = configuration_problem(settings)
+    if problem:
+        print(f"cce-sync worker: {problem}", file=sys.stderr)
+        return 2
+
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     os.environ["CCE_SYNC_METRICS_PORT"] = str(port)
     # Forked processes inherit the cached settings: read them again with the port set.
@@ -100,9 +125,15 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from worker import metrics
 
-    metrics.prepare_multiprocess_dir(metrics_dir)
+    # Check the port before touching the directory: a second worker started by mistake on the
+    # same port must not delete the running worker's metric files.
     if port:
-        metrics.check_port_free(settings.metrics_host, port)
+        try:
+            metrics.check_port_free(settings.metrics_host, port)
+        except metrics.MetricsPortInUseError as error:
+            print(f"cce-sync worker: {error}", file=sys.stderr)
+            return 1
+    metrics.prepare_multiprocess_dir(metrics_dir)
 
     from dramatiq import cli
 

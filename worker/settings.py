@@ -119,10 +119,11 @@ class Settings(BaseSettings):
         default=15.0, gt=0, validation_alias=AliasChoices("CCE_SYNC_HOUSEKEEPING_INTERVAL_SECONDS")
     )
     housekeeping_stale_seconds: float = Field(
-        default=300.0,
+        default=120.0,
         gt=0,
         validation_alias=AliasChoices("CCE_SYNC_HOUSEKEEPING_STALE_SECONDS"),
-        description="Age of an unchanged, unfinished target before its message is sent again.",
+        description="Time without any message for an unfinished target before one is sent again; "
+        "above the completion poll interval and the 30 s pool-lock recheck.",
     )
     heartbeat_timeout_seconds: float = Field(
         default=15.0,

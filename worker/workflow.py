@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Default `policy.retry.maxAttempts`.
 DEFAULT_MAX_ATTEMPTS = 8
-#: How long a target waits before checking again for the in-flight cap or a pool lock, in s.
-#: Targets waiting for the cap are also woken as soon as a place frees up.
+#: How long a target waits before checking again whether another campaign released its pool
+#: lock, in seconds.
 GATE_RECHECK_SECONDS = 30.0
 #: Maximum sleep inside an actor for a reserved rate-limit slot, in seconds.
 MAX_RATE_SLEEP_SECONDS = 0.5
@@ -52,6 +52,8 @@ MAX_RATE_SLEEP_SECONDS = 0.5
 RECONCILE_RECHECK_SECONDS = 2.0
 #: A pool lock outlives a lost worker by at most this long, in seconds.
 POOL_LOCK_TTL_SECONDS = 6 * 3600
+#: Failed baseline reads allowed per sync attempt before a target fails.
+READ_FAILURES_PER_ATTEMPT = 3
 #: How long a job may report no end before completion tracking gives up, in seconds.
 TRACK_MAX_SECONDS = 24 * 3600
 
@@ -288,9 +290,13 @@ class Workflow:
             self._reconcile(campaign, key, claim.token, limits)
         elif verdict == "wait":
             delay = claim.wait_seconds
+            if claim.detail == "inflight":
+                # The target joined the campaign's waiting set; the transition that frees a
+                # place enqueues it, so this message ends here.
+                metrics.THROTTLED.labels(source="local").inc()
+                return
             if delay is None:
-                # The in-flight cap wakes this target when a place frees up, and a pool lock
-                # lasts as long as another campaign's sync: check again only as a safety net.
+                # Another campaign syncs this pool, which can take as long as a node reset.
                 delay = GATE_RECHECK_SECONDS
                 metrics.THROTTLED.labels(source="local").inc()
             self.send_submit(campaign.id, key, delay + random.uniform(0, 0.25))
@@ -368,20 +374,16 @@ class Workflow:
             elif decision.action == "pause":
                 self._unclaim(campaign.id, target, claim, delay=0.0, reason="auth")
                 self._on_auth_failure(campaign.id, error)
-            else:
+            elif decision.throttled:
+                # A throttled read was not processed, so it does not use up the attempt.
                 self._unclaim(
-                    campaign.id,
-                    target,
-                    claim,
-                    delay=self._backoff(claim.attempts),
-                    reason=decision.reason,
+                    campaign.id, target, claim, delay=self._backoff(1), reason="throttled"
                 )
+            else:
+                self._read_failed(campaign.id, target, claim, limits, decision.reason, str(error))
             return None
         except CceError as error:
-            logger.info("reading pool %s failed (%s); retrying later", target.key, error)
-            self._unclaim(
-                campaign.id, target, claim, delay=self._backoff(claim.attempts), reason="read_error"
-            )
+            self._read_failed(campaign.id, target, claim, limits, "read_error", str(error))
             return None
 
         if pool.synchronizing:
@@ -396,6 +398,44 @@ class Workflow:
             )
             return None
         return pool
+
+    def _read_failed(
+        self,
+        campaign_id: str,
+        target: TargetRecord,
+        claim: ClaimResult,
+        limits: ClaimLimits,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Back off after a failed baseline read, without using up a sync attempt.
+
+        Read failures are counted apart because nothing was sent. An unreachable endpoint must
+        still end, so after `READ_FAILURES_PER_ATTEMPT` times `maxAttempts` failed reads in a
+        row the target fails with `retries_exhausted`.
+        """
+        failures = target.read_failures + 1
+        metrics.RETRIES.labels(reason=reason).inc()
+        if failures >= READ_FAILURES_PER_ATTEMPT * limits.max_attempts:
+            self._fail(campaign_id, target, claim.token, "retries_exhausted", detail, limits)
+            return
+
+        delay = self._backoff(failures)
+        logger.info(
+            "reading pool %s failed (%s, %d in a row); retrying in %.1f s",
+            target.key,
+            detail,
+            failures,
+            delay,
+        )
+        self._unclaim(
+            campaign_id,
+            target,
+            claim,
+            delay=delay,
+            reason=reason,
+            fields={"readFailures": failures},
+        )
 
     def _wait_for_rate(self, campaign: Campaign, target: TargetRecord, claim: ClaimResult) -> bool:
         bucket = write_bucket(self._host(target.region), target.project_id)
@@ -817,14 +857,16 @@ class Workflow:
         *,
         delay: float,
         reason: str,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Return a claimed target to `pending` without using up its attempt."""
-        fields: Mapping[str, Any] = {
+        changes: dict[str, Any] = {
             "dueAt": self.clock() + delay,
             "leaseUntil": 0,
             "postedAt": 0,
             "attempts": max(claim.attempts - 1, 0),
             "reason": reason,
+            **(fields or {}),
         }
         self._transition(
             campaign_id,
@@ -832,7 +874,7 @@ class Workflow:
             expected=["submitting"],
             new_state="pending",
             token=claim.token,
-            fields=fields,
+            fields=changes,
             lock="release",
         )
         if reason != "auth":

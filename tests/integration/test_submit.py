@@ -18,6 +18,8 @@ import yaml
 from cryptography.fernet import Fernet
 from document_fixtures import (
     BAD_DOCUMENTS,
+    NAME_REGEX_PATH,
+    PASSWORD_FILE_PATH,
     STRONG_PASSWORD,
     Mutation,
     base_document,
@@ -132,6 +134,7 @@ def test_submit_main_rejects_bad_document(
 
     assert status == 2
     assert f"{path}: " in output.err
+    assert "\x1b" not in output.err
     assert output.out == ""
     assert redis.dbsize() == 0
 
@@ -178,6 +181,13 @@ def test_submit_command_rejects_edited_yaml(
             "password containing reversed username",
             "spec.sync.nodeTemplate.login.userPassword.password",
         ),
+        ("passwordFrom double slash proc", PASSWORD_FILE_PATH),
+        ("passwordFrom dot-dot into proc", PASSWORD_FILE_PATH),
+        ("nameRegex with nested plus", NAME_REGEX_PATH),
+        ("name with ESC", "metadata.name"),
+        ("label value with ESC", "metadata.labels.team"),
+        ("label key with ESC", "metadata.labels.team\\x1b[2J.[key]"),
+        ("preInstall extra padding", "spec.sync.nodeTemplate.lifeCycle.preInstall"),
     ],
 )
 def test_submit_command_rejects_bad_document(
@@ -191,6 +201,7 @@ def test_submit_command_rejects_bad_document(
 
     assert result.returncode == 2, result.stderr
     assert f"{path}: " in result.stderr
+    assert "\x1b" not in result.stderr
     assert result.stdout == ""
     assert redis.dbsize() == 0
 
@@ -219,7 +230,48 @@ def test_submit_command_rejects_five_megabytes(redis_url: str, redis: redis_py.R
     result = run_cli(["submit", "-"], redis_url=redis_url, stdin=json.dumps(document))
 
     assert result.returncode == 2
-    assert "document: is 1000001 bytes, larger than the limit" in result.stderr
+    assert "document: is larger than the limit of 1,000,000 bytes" in result.stderr
+    assert "1000001" not in result.stderr
+    assert redis.dbsize() == 0
+
+
+def test_submit_command_rejects_six_megabyte_file(
+    tmp_path: Path, redis_url: str, redis: redis_py.Redis
+) -> None:
+    document = base_document()
+    document["metadata"]["name"] = "x" * (6 * 1024 * 1024)
+    path = tmp_path / "large.json"
+    path.write_text(json.dumps(document))
+
+    result = run_cli(["submit", str(path)], redis_url=redis_url)
+
+    assert result.returncode == 2
+    assert "document: is larger than the limit of 1,000,000 bytes" in result.stderr
+    assert "1000001" not in result.stderr
+    assert redis.dbsize() == 0
+
+
+def test_submit_command_rejects_empty_stdin(redis_url: str, redis: redis_py.Redis) -> None:
+    result = run_cli(["submit", "-"], redis_url=redis_url, stdin="")
+
+    assert result.returncode == 2
+    assert "document: is empty" in result.stderr
+    assert "NoneType" not in result.stderr
+    assert "apiVersion" in result.stderr
+    assert redis.dbsize() == 0
+
+
+def test_submit_command_rejects_empty_file(
+    tmp_path: Path, redis_url: str, redis: redis_py.Redis
+) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+
+    result = run_cli(["submit", str(path)], redis_url=redis_url)
+
+    assert result.returncode == 2
+    assert "document: is empty" in result.stderr
+    assert "NoneType" not in result.stderr
     assert redis.dbsize() == 0
 
 

@@ -199,12 +199,44 @@ def test_empty_ssh_key_rejected() -> None:
         Login.model_validate({"sshKey": ""})
 
 
-@pytest.mark.parametrize("script", ["not base64!", "aGVsbG8", "aGVs bG8=", "aGVsbG8=\n"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "not base64!",
+        "aGVsbG8",
+        "aGVs bG8=",
+        "aGVsbG8=\n",
+        pytest.param("ZWNobyAx=", id="extra-padding-one"),
+        pytest.param("ZWNobyAx==", id="extra-padding-two"),
+        pytest.param("ZWNobyA==", id="padding-past-a-multiple-of-four"),
+        pytest.param("ZWNobyB=", id="nonzero-unused-bits"),
+        pytest.param("ZWNo\nbyAx", id="line-break"),
+        pytest.param("ZWNobyAx\u00e9", id="non-ascii"),
+        pytest.param("ZW-obyAx", id="url-safe-alphabet"),
+    ],
+)
 def test_lifecycle_script_must_be_base64(script: str) -> None:
     with pytest.raises(ValidationError) as caught:
         NodeLifecycleConfig.model_validate({"preInstall": script})
 
-    assert "Base64" in str(caught.value)
+    assert "canonical Base64" in str(caught.value)
+    assert "preInstall" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param("ZWNobyAx", id="reference-page-example"),
+        pytest.param("ZWNobyA=", id="one-padding-character"),
+        pytest.param("ZWNobw==", id="two-padding-characters"),
+        pytest.param("", id="empty"),
+        pytest.param(base64.b64encode(bytes(range(256))).decode(), id="every-byte"),
+    ],
+)
+def test_lifecycle_script_canonical_accepted(script: str) -> None:
+    config = NodeLifecycleConfig.model_validate({"preInstall": script, "postInstall": script})
+
+    assert config.pre_install == script
 
 
 def test_lifecycle_scripts_combined_limit() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from worker.campaigns.document import (
     ALL_NODE_POOLS,
     DocumentError,
     explicit_targets,
+    has_nested_quantifier,
     json_schema,
     load_document,
     target_rules,
@@ -31,6 +33,9 @@ from worker.campaigns.document import (
 from worker.campaigns.secrets import check_secrets
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: Control characters other than the newline that separates error lines.
+CONTROL_CHARACTER = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 @pytest.mark.parametrize(
@@ -63,6 +68,122 @@ def test_bad_document_as_yaml_names_field(
         load_document(text)
 
     assert path in caught.value.paths, str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path"),
+    [pytest.param(mutation, path, id=case) for case, mutation, path in BAD_DOCUMENTS],
+)
+def test_bad_document_error_is_printable(
+    mutation: Callable[[dict[str, Any]], None], path: str
+) -> None:
+    document = base_document()
+    mutation(document)
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(document)
+
+    assert CONTROL_CHARACTER.search(str(caught.value)) is None, repr(str(caught.value))
+
+
+def test_unknown_key_with_escape_is_escaped() -> None:
+    document = base_document()
+    document["spec"]["sync"]["\x1b[2Jevil"] = 1
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(document)
+
+    assert caught.value.paths == ["spec.sync.\\x1b[2Jevil"]
+    assert "\x1b" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param(" \n\n", id="blank-lines"),
+        pytest.param("# a comment only\n", id="comment-only"),
+        pytest.param("\ufeff", id="byte-order-mark-only"),
+    ],
+)
+def test_empty_document_says_empty(text: str) -> None:
+    with pytest.raises(DocumentError) as caught:
+        load_document(text)
+
+    message = str(caught.value)
+    assert caught.value.paths == ["document"]
+    assert "is empty" in message
+    assert "NoneType" not in message
+    for field in ("apiVersion", "kind", "metadata", "spec"):
+        assert field in message
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["^(a+)+$", "(a*)*", "(?:a+)*", "(x\\d+)*?y", "((a)+b)+", "(a|b+)+", "(a+){2}", "(?:[a-z]*-)+"],
+)
+def test_nested_quantifier_detected(pattern: str) -> None:
+    assert has_nested_quantifier(pattern)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["^prod-", "(a|aa)+", "^prod-[a-z0-9-]+$", "(a+)?", "[a+]+", "(ab)+", "(a{2,5})+", "(a+)++"],
+)
+def test_simple_pattern_accepted(pattern: str) -> None:
+    document = base_document()
+    document["spec"]["targets"][2]["clusterSelector"]["nameRegex"] = pattern
+
+    assert not has_nested_quantifier(pattern)
+    load_document(document)
+
+
+def test_nested_quantifier_message_suggests_fix() -> None:
+    document = base_document()
+    document["spec"]["targets"][2]["clusterSelector"]["nameRegex"] = "^(a+)+$"
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(document)
+
+    message = str(caught.value)
+    assert "nested quantifier" in message
+    assert "exponential time" in message
+    assert "for example" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "normalized"),
+    [
+        ("/run/secrets/pw", "/run/secrets/pw"),
+        ("/run//secrets/./pw", "/run/secrets/pw"),
+        ("//run/secrets/pw", "/run/secrets/pw"),
+        ("/run/secrets/pw/", "/run/secrets/pw"),
+        ("/processes/pw", "/processes/pw"),
+        ("/device-secrets/pw", "/device-secrets/pw"),
+    ],
+)
+def test_password_file_path_normalized(path: str, normalized: str) -> None:
+    document = base_document()
+    login = document["spec"]["targets"][1]["sync"]["nodeTemplate"]["login"]
+    login["userPassword"]["passwordFrom"] = {"file": path}
+
+    loaded = load_document(document)
+
+    sync = loaded.spec.targets[1].sync
+    assert sync is not None and sync.node_template is not None
+    user_password = sync.node_template.login.user_password
+    assert user_password is not None and user_password.password_from is not None
+    assert user_password.password_from.file == normalized
+
+
+def test_printable_unicode_name_accepted() -> None:
+    document = base_document()
+    document["metadata"]["name"] = "Wöchentliches Patch: 週次"
+    document["metadata"]["labels"] = {"team": "plate-forme é"}
+
+    loaded = load_document(document)
+
+    assert loaded.metadata.name == "Wöchentliches Patch: 週次"
 
 
 @pytest.mark.parametrize(
@@ -150,18 +271,36 @@ def test_five_megabyte_document_rejected() -> None:
     with pytest.raises(DocumentError) as caught:
         load_document(text)
 
-    assert caught.value.paths == ["document"]
-    assert "larger than the limit of 1000000 bytes" in str(caught.value)
+    assert str(caught.value) == (
+        "document: is larger than the limit of 1,000,000 bytes; "
+        "split the campaign into smaller documents"
+    )
+
+
+def test_truncated_read_reports_no_size() -> None:
+    # What the CLI passes on for a 6 MB file: the first limit + 1 bytes.
+    text = json.dumps(base_document() | {"x": "y" * 6_000_000})[:1_000_001]
+
+    with pytest.raises(DocumentError) as caught:
+        load_document(text)
+
+    assert "1000001" not in str(caught.value)
+    assert "1,000,001" not in str(caught.value)
+    assert "larger than the limit of 1,000,000 bytes" in str(caught.value)
 
 
 def test_five_megabyte_mapping_rejected() -> None:
     document = base_document()
     document["metadata"]["name"] = "x" * (5 * 1024 * 1024)
+    size = len(json.dumps(document))
 
     with pytest.raises(DocumentError) as caught:
         load_document(document)
 
     assert caught.value.paths == ["document"]
+    assert f"is {size:,} bytes as JSON, larger than the limit of 1,000,000 bytes" in str(
+        caught.value
+    )
 
 
 def test_inline_password_without_secret_key() -> None:

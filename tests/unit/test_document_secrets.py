@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,70 @@ def test_password_file_too_large(tmp_path: Path) -> None:
 
     with pytest.raises(SecretUnavailable):
         build_spec(record, "DefaultPool", None, cipher=None)
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """Return the stored sync template of a document that reads the password from `path`."""
+    login = {"userPassword": {"passwordFrom": {"file": str(path)}}}
+    document = load_document(document_with_login(login))
+    return stored_sync(explicit_targets(document)[0].sync, None, path="x")
+
+
+@pytest.mark.parametrize("target", ["/proc/self/environ", "/sys/kernel", "/dev/null"])
+def test_password_file_link_to_kernel_rejected(tmp_path: Path, target: str) -> None:
+    link = tmp_path / "node-password"
+    link.symlink_to(target)
+    record = file_record(link)
+
+    with pytest.raises(SecretUnavailable) as caught:
+        build_spec(record, "DefaultPool", None, cipher=None)
+
+    message = str(caught.value)
+    assert str(link) in message
+    assert f"resolves to {os.path.realpath(target)}" in message
+    assert "cannot hold a node password" in message
+
+
+def test_password_file_link_chain_to_proc_rejected(tmp_path: Path) -> None:
+    directory_link = tmp_path / "kernel"
+    directory_link.symlink_to("/proc/self")
+    record = file_record(directory_link / "environ")
+
+    with pytest.raises(SecretUnavailable) as caught:
+        build_spec(record, "DefaultPool", None, cipher=None)
+
+    assert "under /proc" in str(caught.value)
+
+
+def test_password_file_link_to_regular_file(tmp_path: Path) -> None:
+    # The layout of a Kubernetes secret volume: the name is a link into a versioned directory.
+    data = tmp_path / "..2026_01_01" / "node-password"
+    data.parent.mkdir()
+    data.write_text(PASSWORD)
+    link = tmp_path / "node-password"
+    link.symlink_to(data)
+
+    spec = build_spec(file_record(link), "DefaultPool", None, cipher=None)
+
+    wire = UpgradeNodePoolRequest(spec=spec).to_wire()
+    assert wire["spec"]["nodeTemplate"]["login"]["userPassword"]["password"] == PASSWORD
+
+
+def test_password_file_directory_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SecretUnavailable) as caught:
+        build_spec(file_record(tmp_path), "DefaultPool", None, cipher=None)
+
+    assert "not a regular file" in str(caught.value)
+
+
+def test_password_file_fifo_rejected(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    with pytest.raises(SecretUnavailable) as caught:
+        build_spec(file_record(fifo), "DefaultPool", None, cipher=None)
+
+    assert "not a regular file" in str(caught.value)
 
 
 def test_encrypted_password_needs_key(cipher: SecretCipher) -> None:

@@ -311,6 +311,32 @@ def test_dramatiq_middleware_counts_messages() -> None:
     assert _sample("cce_sync_worker_processes") == 0
 
 
+def test_delayed_gauge_returns_to_zero() -> None:
+    broker = StubBroker(middleware=[Retries(max_retries=0)])
+    broker.add_middleware(metrics.DramatiqMetrics())
+    broker.emit_after("process_boot")
+    queue = "metrics-delay-test"
+
+    def metrics_delayed() -> None:
+        return None
+
+    delayed = dramatiq.actor(broker=broker, queue_name=queue)(metrics_delayed)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        delayed.send_with_options(delay=200)
+        delayed.send_with_options(delay=200)
+        broker.join(queue + ".DQ", timeout=10_000)
+        broker.join(queue, timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+
+    for queue_name in (queue, queue + ".DQ"):
+        labels = {"queue_name": queue_name, "actor_name": "metrics_delayed"}
+        assert _sample("cce_sync_dramatiq_delayed_messages_inprogress", **labels) == 0
+
+
 RUNNER_ORDER_SCRIPT = textwrap.dedent(
     """
     import sys

@@ -1,7 +1,8 @@
 -- Claim one target for a sync attempt, atomically.
 --
 -- KEYS[1] campaign hash, KEYS[2] targets hash, KEYS[3] counts hash, KEYS[4] pool lock,
--- KEYS[5] events stream, KEYS[6] targets waiting for the in-flight cap (ZSET)
+-- KEYS[5] events stream, KEYS[6] targets waiting for the in-flight cap (ZSET),
+-- KEYS[7] time each target was last claimed or checked (HASH, read by housekeeping)
 -- ARGV: target key, now (s), token, lease (s), max in flight (0 = no cap), max attempts,
 --       max age (s, 0 = none), pool lock ttl (s), not after (s, 0 = none),
 --       max failures (-1 = none), max failure ratio (-1 = none), events max length,
@@ -36,6 +37,7 @@ if not raw then
   return {"done", "missing", 0}
 end
 local target = cjson.decode(raw)
+redis.call("HSET", KEYS[7], key, ARGV[2])
 local campaign_state = redis.call("HGET", KEYS[1], "state")
 local campaign_id = redis.call("HGET", KEYS[1], "id")
 

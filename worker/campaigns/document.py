@@ -17,7 +17,9 @@ into `Target` objects (one per node pool).
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,8 +78,18 @@ ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 RESERVED_ENV_PREFIXES: Final = ("HUAWEICLOUD_", "CLOUD_SDK_", "CCE_SYNC_", "REDIS_")
 
 #: `passwordFrom.file` must not point into these kernel file systems (``/proc/self/environ``
-#: contains the worker's credentials).
-RESERVED_FILE_PREFIXES: Final = ("/proc/", "/sys/", "/dev/")
+#: contains the worker's credentials). The rule applies to the normalized path, and the worker
+#: applies it again to the path with symbolic links resolved.
+RESERVED_FILE_DIRECTORIES: Final = ("/proc", "/sys", "/dev")
+
+MAX_FILE_PATH_CHARS: Final = 4_096
+
+#: Longest `clusterSelector.nameRegex`, in characters.
+MAX_NAME_REGEX_CHARS: Final = 256
+
+#: C0 controls, DEL and C1 controls. Free-text fields reject them because `cce-sync status`
+#: prints those fields to a terminal, where ESC starts an escape sequence.
+CONTROL_CHARACTER_RANGES: Final = r"\u0000-\u001f\u007f-\u009f"
 
 MAX_REPORTED_ERRORS: Final = 50
 
@@ -99,6 +111,7 @@ ClusterPhase: TypeAlias = Literal[
 ]
 
 _RESOURCE_ID_RE: Final = re.compile(RESOURCE_ID_PATTERN)
+_CONTROL_CHARACTER_RE: Final = re.compile(f"[{CONTROL_CHARACTER_RANGES}]")
 _REGION_RE: Final = re.compile(REGION_PATTERN)
 _ENV_NAME_RE: Final = re.compile(ENV_NAME_PATTERN)
 _DURATION_RE: Final = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -149,8 +162,17 @@ class DocumentError(ValueError):
         return [error.path for error in self.errors]
 
 
+def escape_control_characters(text: str) -> str:
+    """Replace each C0/C1 control character of `text` with a ``\\xNN`` escape."""
+    return _CONTROL_CHARACTER_RE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def format_path(location: tuple[int | str, ...]) -> str:
-    """Render a pydantic error location as ``spec.targets[3].sync.maxUnavailable``."""
+    """Render a pydantic error location as ``spec.targets[3].sync.maxUnavailable``.
+
+    Control characters in keys are escaped, because a document's keys (unknown fields, label
+    keys) become part of the path that is printed.
+    """
     path = ""
     for part in location:
         if isinstance(part, int):
@@ -158,7 +180,8 @@ def format_path(location: tuple[int | str, ...]) -> str:
         elif part in _UNION_TAGS:
             continue
         else:
-            path += f".{part}" if path else part
+            name = escape_control_characters(part)
+            path += f".{name}" if path else name
     return path or "document"
 
 
@@ -189,6 +212,37 @@ def _check_region(value: str) -> str:
             "for example ap-southeast-1"
         )
     return value
+
+
+def _check_no_control_characters(value: str) -> str:
+    match = _CONTROL_CHARACTER_RE.search(value)
+    if match is not None:
+        raise ValueError(
+            f"contains the control character U+{ord(match.group()):04X} at position "
+            f"{match.start()}; remove it, because control characters (such as ESC, tab or "
+            "newline) are not allowed in this field"
+        )
+    return value
+
+
+def reserved_file_directory(path: str) -> str | None:
+    """Return the directory of `RESERVED_FILE_DIRECTORIES` that contains `path`, or None.
+
+    `path` must be absolute and normalized (no ``.``, ``..`` or repeated ``/``).
+    """
+    for directory in RESERVED_FILE_DIRECTORIES:
+        if path == directory or path.startswith(directory + "/"):
+            return directory
+    return None
+
+
+def normalize_file_path(path: str) -> str:
+    """Return the absolute `path` with ``.`` segments and repeated ``/`` removed.
+
+    `os.path.normpath` keeps a leading ``//`` (POSIX leaves its meaning to the system), and
+    Linux treats it as ``/``, so it becomes ``/`` here.
+    """
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def _parse_duration(value: object) -> object:
@@ -231,6 +285,13 @@ DurationSeconds = Annotated[
 ]
 LabelKey = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
 
+#: Text that is printed to terminals (names, label values), with control characters rejected.
+PlainText = Annotated[
+    StrictStr,
+    AfterValidator(_check_no_control_characters),
+    Field(json_schema_extra={"pattern": f"^[^{CONTROL_CHARACTER_RANGES}]*$"}),
+]
+
 
 def _unique(values: list[str] | None, what: str) -> list[str] | None:
     if values is None:
@@ -241,6 +302,60 @@ def _unique(values: list[str] | None, what: str) -> list[str] | None:
             raise ValueError(f"{what} {value!r} is listed twice")
         seen.add(value)
     return values
+
+
+# Regular expressions ----------------------------------------------------------------------
+
+# The parser that `re.compile` itself uses (a private CPython module since 3.11), so the check
+# below inspects the same syntax tree that matching runs.
+_RE_PARSER: Final[Any] = importlib.import_module("re._parser")
+_REPEAT_OPCODES: Final = (_RE_PARSER.MAX_REPEAT, _RE_PARSER.MIN_REPEAT)
+_ALL_REPEAT_OPCODES: Final = (*_REPEAT_OPCODES, _RE_PARSER.POSSESSIVE_REPEAT)
+
+
+def _subpatterns(argument: object) -> list[Any]:
+    """Return the parsed subpatterns nested in one opcode's argument."""
+    if isinstance(argument, _RE_PARSER.SubPattern):
+        return [argument]
+    if isinstance(argument, tuple | list):
+        return [found for item in argument for found in _subpatterns(item)]
+    return []
+
+
+def _has_unbounded_repeat(subpattern: Any) -> bool:
+    for opcode, argument in subpattern:
+        if opcode in _ALL_REPEAT_OPCODES and argument[1] == _RE_PARSER.MAXREPEAT:
+            return True
+        if any(_has_unbounded_repeat(child) for child in _subpatterns(argument)):
+            return True
+    return False
+
+
+def _find_nested_quantifier(subpattern: Any) -> bool:
+    for opcode, argument in subpattern:
+        if opcode in _REPEAT_OPCODES:
+            _, maximum, body = argument
+            if maximum > 1 and _has_unbounded_repeat(body):
+                return True
+        if any(_find_nested_quantifier(child) for child in _subpatterns(argument)):
+            return True
+    return False
+
+
+def has_nested_quantifier(pattern: str) -> bool:
+    """Return whether a backtracking repetition contains an unbounded quantifier.
+
+    Such patterns (``(a+)+``, ``(a*)*``, ``(x\\d+)*``) can take exponential time on a string
+    that almost matches. A possessive outer repetition (``(a+)++``) never backtracks into its
+    body and is allowed, and so is an alternation such as ``(a|aa)+``.
+
+    NOTE: this is a heuristic. It rejects some safe patterns, such as ``(\\d+\\.)+``, and
+    misses slow patterns without nesting, such as ``(a|a)+b`` or ``a*a*a*b``.
+
+    Raises:
+        re.error: `pattern` is not a valid regular expression.
+    """
+    return _find_nested_quantifier(_RE_PARSER.parse(pattern))
 
 
 # Models -----------------------------------------------------------------------------------
@@ -263,9 +378,13 @@ class PasswordSource(_DocumentModel):
     """Source of a node password that the worker reads at call time: an env variable or a file."""
 
     env: StrictStr | None = Field(default=None, description="Environment variable on the worker.")
-    file: StrictStr | None = Field(
+    file: PlainText | None = Field(
         default=None,
-        description="Absolute path of a file on the worker; a trailing newline is ignored.",
+        max_length=MAX_FILE_PATH_CHARS,
+        description=(
+            "Absolute path of a file on the worker, outside /proc, /sys and /dev; "
+            "a trailing newline is ignored."
+        ),
     )
 
     @field_validator("env")
@@ -285,15 +404,22 @@ class PasswordSource(_DocumentModel):
     @field_validator("file")
     @classmethod
     def _check_file(cls, value: str | None) -> str | None:
+        """Check the path and return it normalized, so the worker reads the path checked here."""
         if value is None:
             return None
-        if not value.startswith("/") or "\x00" in value or len(value) > 4096:
-            raise ValueError("must be an absolute file path")
-        if value.startswith(RESERVED_FILE_PREFIXES):
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute file path, got {value[:80]!r}")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..' segments; give the direct absolute path")
+        normalized = normalize_file_path(value)
+        directory = reserved_file_directory(normalized)
+        if directory is not None:
             raise ValueError(
-                f"files under {', '.join(RESERVED_FILE_PREFIXES)} cannot hold a node password"
+                f"{normalized} is under {directory}, and files under "
+                f"{', '.join(RESERVED_FILE_DIRECTORIES)} cannot hold a node password; "
+                "put the password in a regular file elsewhere, such as /run/secrets"
             )
-        return value
+        return normalized
 
     @model_validator(mode="after")
     def _check_exactly_one(self) -> PasswordSource:
@@ -309,7 +435,7 @@ class UserPasswordTemplate(_DocumentModel):
     password from `passwordFrom` is read and checked by the worker when it sends the request.
     """
 
-    username: StrictStr = Field(default="root", min_length=1, max_length=64)
+    username: PlainText = Field(default="root", min_length=1, max_length=64)
     password: SecretStr | None = None
     password_from: PasswordSource | None = Field(default=None, alias="passwordFrom")
     password_encrypted: SkipJsonSchema[StrictStr | None] = Field(
@@ -344,7 +470,7 @@ class UserPasswordTemplate(_DocumentModel):
 class LoginTemplate(_DocumentModel):
     """Node login mode: exactly one of `sshKey` (a key pair name) or `userPassword`."""
 
-    ssh_key: StrictStr | None = Field(default=None, alias="sshKey", min_length=1, max_length=255)
+    ssh_key: PlainText | None = Field(default=None, alias="sshKey", min_length=1, max_length=255)
     user_password: UserPasswordTemplate | None = Field(default=None, alias="userPassword")
 
     @model_validator(mode="after")
@@ -403,22 +529,33 @@ class SyncTemplate(_DocumentModel):
 class ClusterSelector(_DocumentModel):
     """Clusters found by listing a project's clusters; every given condition must match."""
 
-    name_regex: StrictStr | None = Field(
+    name_regex: PlainText | None = Field(
         default=None,
         alias="nameRegex",
-        max_length=256,
-        description="Python regular expression searched in the cluster name.",
+        max_length=MAX_NAME_REGEX_CHARS,
+        description=(
+            "Python regular expression searched in the cluster name; a repeated group that "
+            "contains an unbounded quantifier, such as (a+)+, is rejected."
+        ),
     )
     status: ClusterPhase | None = Field(default=None, description="Cluster status.phase.")
 
     @field_validator("name_regex")
     @classmethod
     def _check_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(f"invalid regular expression: {error}") from None
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"invalid regular expression: {error}") from None
+        if has_nested_quantifier(value):
+            raise ValueError(
+                "has a nested quantifier: a repeated group contains an unbounded quantifier, "
+                "as in (a+)+ or (a*)*, which can make matching take exponential time because "
+                "Python's re has no timeout; remove one of the two repetitions, for example "
+                "^prod-[a-z0-9-]+$ in place of ^prod-([a-z0-9]+-?)+$"
+            )
         return value
 
     def matches(self, name: str, phase: str | None) -> bool:
@@ -523,8 +660,8 @@ class Metadata(_DocumentModel):
     """Campaign ID (an idempotency key), display name and labels."""
 
     id: ResourceId | None = Field(default=None, description="Campaign ID; generated when absent.")
-    name: StrictStr | None = Field(default=None, max_length=256)
-    labels: dict[LabelKey, Annotated[StrictStr, Field(max_length=256)]] = Field(
+    name: PlainText | None = Field(default=None, max_length=256)
+    labels: dict[LabelKey, Annotated[PlainText, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=64
     )
 
@@ -790,6 +927,12 @@ def _check_rules(document: CampaignDocument) -> list[FieldError]:
 
 _YAML_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 
+_SPLIT_HINT: Final = "; split the campaign into smaller documents"
+_EMPTY_DOCUMENT_MESSAGE: Final = (
+    f"is empty; a campaign document is a mapping with apiVersion: {API_VERSION}, "
+    f"kind: {KIND}, metadata and spec"
+)
+
 #: Values (mappings, lists and scalars) a parsed document may expand to. YAML aliases share one
 #: object, so a small text can stand for a huge document ("billion laughs"); this bounds it.
 MAX_DOCUMENT_VALUES: Final = 2_000_000
@@ -885,8 +1028,14 @@ def parse_text(data: str | bytes, *, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     """
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
+        # No size in the message: readers stop after max_bytes + 1 bytes, so `size` is
+        # often not the size of the whole document.
         raise DocumentError(
-            [FieldError("document", f"is {size} bytes, larger than the limit of {max_bytes} bytes")]
+            [
+                FieldError(
+                    "document", f"is larger than the limit of {max_bytes:,} bytes{_SPLIT_HINT}"
+                )
+            ]
         )
 
     if isinstance(data, bytes):
@@ -925,10 +1074,11 @@ def load_document(
         parsed = data
         size = len(json.dumps(parsed, default=str))
         if size > max_bytes:
-            raise DocumentError(
-                [FieldError("document", f"is {size} bytes as JSON, more than {max_bytes}")]
-            )
+            message = f"is {size:,} bytes as JSON, larger than the limit of {max_bytes:,} bytes"
+            raise DocumentError([FieldError("document", message + _SPLIT_HINT)])
 
+    if parsed is None:
+        raise DocumentError([FieldError("document", _EMPTY_DOCUMENT_MESSAGE)])
     if not isinstance(parsed, Mapping):
         raise DocumentError(
             [FieldError("document", f"must be a mapping, got {type(parsed).__name__}")]

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from worker.campaigns.document import (
     FieldError,
     SyncTemplate,
     UserPasswordTemplate,
+    reserved_file_directory,
 )
 from worker.cce.models import UpgradeNodePoolSpec, validate_password
 from worker.settings import Settings
@@ -262,9 +264,34 @@ def document_digest(document: CampaignDocument, cipher: SecretCipher | None) -> 
 # Call time ----------------------------------------------------------------------------------
 
 
+def _open_password_file(path: str) -> int:
+    """Open the file read-only after resolving symbolic links, and return its descriptor.
+
+    The document already rejects paths under /proc, /sys and /dev, but a symbolic link
+    elsewhere can point there, so the rule is applied again to the resolved path.
+    """
+    real_path = os.path.realpath(path)
+    directory = reserved_file_directory(real_path)
+    if directory is not None:
+        raise SecretUnavailable(
+            f"the password file {path} named by passwordFrom.file resolves to {real_path}, "
+            f"under {directory}, which cannot hold a node password"
+        )
+    # NOTE: a directory on the resolved path can still be replaced by a symbolic link between
+    # realpath() and open(). O_NOFOLLOW covers the last segment only.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(real_path, flags)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise SecretUnavailable(
+            f"the password file {path} named by passwordFrom.file is not a regular file"
+        )
+    return descriptor
+
+
 def _read_password_file(path: str) -> str:
     try:
-        with open(path, "rb") as handle:
+        with open(_open_password_file(path), "rb") as handle:
             content = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
     except OSError as error:
         raise SecretUnavailable(

@@ -10,6 +10,7 @@ Layout (every key prefixed ``cce-sync:``):
     campaign:{id}:targets         HASH  target key -> JSON state record (changed only by Lua)
     campaign:{id}:counts          HASH  target state -> number of targets
     campaign:{id}:waiting         ZSET  target key -> time it found the in-flight cap reached
+    campaign:{id}:seen            HASH  target key -> time a message last claimed or checked it
     poollock:{target key}         STRING "{campaign id}|{target key}" with a TTL
 
 A target's state changes only inside the Lua scripts `claim.lua` and `transition.lua`. They also
@@ -144,6 +145,7 @@ class TargetRecord:
     accepted_at: float
     unknown_since: float
     posted_at: float
+    read_failures: int
     updated_at: float
 
     def public(self) -> dict[str, Any]:
@@ -294,6 +296,7 @@ class CampaignStore:
             pool_lock_key(key),
             event_types.EVENTS_STREAM,
             base + ":waiting",
+            base + ":seen",
         ]
 
     # -- creation ---------------------------------------------------------------------------
@@ -494,6 +497,17 @@ class CampaignStore:
         specs = self._hgetall(base + ":specs")
         states = self._hgetall(base + ":targets")
         return [_record(specs[key], states[key]) for key in sorted(specs) if key in states]
+
+    def waiting_keys(self, campaign_id: str) -> set[str]:
+        """Return the targets waiting for a place under the campaign's in-flight cap."""
+        return set(
+            cast(list[str], self.client.zrange(campaign_key(campaign_id) + ":waiting", 0, -1))
+        )
+
+    def seen_times(self, campaign_id: str) -> dict[str, float]:
+        """Return when a message last claimed or checked each target, in seconds."""
+        raw = self._hgetall(campaign_key(campaign_id) + ":seen")
+        return {key: float(value) for key, value in raw.items()}
 
     def target_keys(self, campaign_id: str, states: Iterable[str] | None = None) -> list[str]:
         """Return the keys of the campaign's targets, optionally only those in `states`."""
@@ -701,5 +715,6 @@ def _record(spec_raw: str, state_raw: str) -> TargetRecord:
         accepted_at=float(state.get("acceptedAt") or 0),
         unknown_since=float(state.get("unknownSince") or 0),
         posted_at=float(state.get("postedAt") or 0),
+        read_failures=int(state.get("readFailures") or 0),
         updated_at=float(state.get("updatedAt") or 0),
     )

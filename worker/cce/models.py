@@ -124,12 +124,22 @@ def format_validation_errors(error: ValidationError, prefix: str = "") -> list[s
 
 
 def _check_base64(value: str | None) -> str | None:
+    """Check that `value` is canonical standard Base64 and return it.
+
+    Canonical means equal to the encoding of its decoded bytes: `b64decode` alone also accepts
+    extra ``=`` padding and non-zero unused bits in the last character.
+    """
     if value is None:
         return None
     try:
-        base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("must be Base64-encoded (standard alphabet with padding)") from None
+        decoded = None
+    if decoded is None or base64.b64encode(decoded).decode("ascii") != value:
+        raise ValueError(
+            "must be canonical Base64 (standard alphabet, '=' padding only up to a multiple of "
+            "4 characters, no line breaks); encode the script with: base64 -w0 script.sh"
+        )
     return value
 
 
