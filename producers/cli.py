@@ -99,9 +99,18 @@ def _print_json(value: object, stream: TextIO) -> None:
     stream.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def _printable(value: object) -> str:
+    """Return `value` as text with control characters escaped, so stored text cannot drive
+    the terminal (documents are validated, but Redis may hold older or hand-written data)."""
+    text = "" if value is None else str(value)
+    return "".join(
+        character if character.isprintable() else f"\\x{ord(character):02x}" for character in text
+    )
+
+
 def _format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(header) for header in headers]]
-    cells += [["" if value is None else str(value) for value in row] for row in rows]
+    cells += [[_printable(value) for value in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
     lines = [
         "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True))
@@ -263,9 +272,9 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 
 def _render_campaign(data: dict[str, Any]) -> str:
-    reason = f" ({data['reason']})" if data["reason"] else ""
+    reason = f" ({_printable(data['reason'])})" if data["reason"] else ""
     header = (
-        f"Campaign  {data['id']}  {data['name']}\n"
+        f"Campaign  {data['id']}  {_printable(data['name'])}\n"
         f"State     {data['state']}{reason}{'  [dry run]' if data['dryRun'] else ''}\n"
         f"Created   {data['createdAt']}"
         + (f"   finished {data['finishedAt']}" if data["finishedAt"] else "")

@@ -201,3 +201,21 @@ def test_unknown_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> N
         main(["frobnicate"])
 
     assert caught.value.code == 2
+
+
+def test_status_escapes_control_characters(
+    campaign: str, redis: redis_py.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Validation rejects control characters, but Redis may hold data written another way.
+    redis.hset(f"cce-sync:campaign:{campaign}", "name", "evil \x1b[31mred\x1b[0m")
+    redis.hset(f"cce-sync:campaign:{campaign}", "reason", "bell\x07")
+
+    status, single, _ = run_main(["status", campaign], capsys)
+    listed_status, listed, _ = run_main(["status"], capsys)
+
+    assert status == 0
+    assert listed_status == 0
+    assert "\x1b" not in single
+    assert "\x07" not in single
+    assert "\x1b" not in listed
+    assert "\\x1b[31mred" in single
