@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 import dramatiq
 import redis
@@ -78,6 +79,48 @@ class ExitWithParent(Middleware):
         exit_with_parent()
 
 
+#: How often the consumer watchdog looks for dead consumer threads, in seconds.
+CONSUMER_CHECK_SECONDS = 5.0
+
+
+class ConsumerWatchdog(Middleware):
+    """Restarts dramatiq consumer threads that died, within each worker process.
+
+    In dramatiq 2.2, a consumer thread that meets an error while Redis is unreachable tries to
+    requeue its messages, and when that also fails the exception ends the thread. The delay-queue
+    consumer is the one usually hit, and without it the process never runs a delayed message
+    again (every retry, wait and completion check). This middleware starts a new consumer for the
+    queue. Messages the dead thread held stay unacknowledged until the process exits;
+    housekeeping re-sends the targets they were for.
+
+    NOTE: this relies on dramatiq's `Worker.consumers` and `Worker._add_consumer`, which are not
+    public API; check them when upgrading dramatiq.
+    """
+
+    def __init__(self, *, interval_seconds: float = CONSUMER_CHECK_SECONDS) -> None:
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        thread = threading.Thread(
+            target=self._watch, args=(worker,), name="consumer-watchdog", daemon=True
+        )
+        thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+
+    def _watch(self, worker: dramatiq.Worker) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            for queue_name, consumer in list(worker.consumers.items()):
+                # A consumer stopped on purpose has running False; a crashed one keeps True.
+                if consumer.is_alive() or not consumer.running or self._stop.is_set():
+                    continue
+                logger.error("dramatiq consumer for queue %s died; starting a new one", queue_name)
+                del worker.consumers[queue_name]
+                worker._add_consumer(queue_name, delay=queue_name.endswith(".DQ"))
+
+
 def redis_client(
     settings: Settings | None = None, *, url: str | None = None, decode_responses: bool = True
 ) -> redis.Redis:
@@ -124,6 +167,7 @@ def build_broker(settings: Settings | None = None) -> RedisBroker:
     settings = settings or get_settings()
     middleware = [
         ExitWithParent(),
+        ConsumerWatchdog(),
         DramatiqMetrics(),
         AgeLimit(),
         TimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),
