@@ -796,6 +796,8 @@ class DramatiqMetrics(Middleware):
         MESSAGE_REJECTS.labels(*_message_labels(message)).inc()
 
     def before_delay_message(self, broker: Broker, message: MessageProxy) -> None:
+        if message.message_id in self._delayed:
+            return
         labels = _message_labels(message)
         self._delayed[message.message_id] = labels
         DELAYED_MESSAGES_IN_PROGRESS.labels(*labels).inc()

@@ -10,6 +10,7 @@ another worker once the heartbeat timeout has passed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import sys
@@ -77,6 +78,28 @@ def dramatiq_arguments(args: argparse.Namespace, *, metrics_enabled: bool) -> li
     return argv
 
 
+#: Open lock file of this worker's metrics directory; kept open (and inherited by the worker
+#: processes) for as long as the worker runs.
+_metrics_dir_lock: int | None = None
+
+
+def _lock_metrics_dir(directory: Path) -> bool:
+    """Take an exclusive lock on the metrics directory; return False if another worker has it.
+
+    Starting a worker empties its metrics directory, which would silently wipe the counters of
+    a running worker that uses the same directory.
+    """
+    global _metrics_dir_lock
+    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False
+    _metrics_dir_lock = descriptor
+    return True
+
+
 def configuration_problem(settings: Settings) -> str | None:
     """Return why the workers could not call CCE with these settings, or None when they can.
 
@@ -133,6 +156,13 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         except metrics.MetricsPortInUseError as error:
             print(f"cce-sync worker: {error}", file=sys.stderr)
             return 1
+    if not _lock_metrics_dir(metrics_dir):
+        print(
+            f"cce-sync worker: metrics directory {metrics_dir} is used by another running "
+            "worker; give each worker its own --metrics-dir",
+            file=sys.stderr,
+        )
+        return 1
     metrics.prepare_multiprocess_dir(metrics_dir)
 
     from dramatiq import cli

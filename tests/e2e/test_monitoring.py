@@ -212,3 +212,38 @@ def test_children_exit_when_main_killed(redis_url: str, simulator, tmp_path: Pat
         )
     finally:
         worker.kill()
+
+
+def test_shared_metrics_dir_is_refused(redis_url: str, simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    environment = worker_environment(redis_url, simulator.url)
+    first = WorkerProcess(
+        environment, log_path=tmp_path / "first.log", processes=1, threads=1
+    ).start()
+    try:
+        first.wait_metrics()
+        (first.metrics_dir / "counter_999999.db").write_bytes(b"")
+        clash = subprocess.run(
+            [
+                CCE_SYNC,
+                "worker",
+                "--processes",
+                "1",
+                "--threads",
+                "1",
+                "--metrics-port",
+                "0",
+                "--metrics-dir",
+                str(first.metrics_dir),
+            ],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        kept = (first.metrics_dir / "counter_999999.db").exists()
+    finally:
+        first.stop()
+
+    assert clash.returncode == 1
+    assert "--metrics-dir" in clash.stderr
+    assert kept is True

@@ -7,10 +7,12 @@ the producer already validated). Explicit targets were stored at submission and 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import regex
+
+from worker.cce.errors import ConfigurationError
 from worker.cce.models import ClusterSummary, NodePoolSummary
 
 if TYPE_CHECKING:
@@ -19,6 +21,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ALL_NODE_POOLS = "*"
+
+#: Time one `nameRegex` may take on one cluster name, in seconds. Validation rejects patterns
+#: with nested quantifiers, but not every pattern that backtracks exponentially; Python's `re`
+#: cannot be interrupted, so the selector runs on the `regex` package, which can.
+NAME_REGEX_TIMEOUT_SECONDS = 0.2
+
+
+class SelectorTimeoutError(ConfigurationError):
+    """A `clusterSelector.nameRegex` took too long on a cluster name."""
 
 
 class ListingApi(Protocol):
@@ -47,10 +58,20 @@ def _selected_clusters(
     for cluster in api.list_clusters(region=region, project_id=project_id):
         if phase is not None and cluster.phase != phase:
             continue
-        if pattern is not None and re.search(pattern, cluster.name) is None:
+        if pattern is not None and not _name_matches(pattern, cluster.name):
             continue
         chosen.append(cluster.id)
     return chosen
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    try:
+        return regex.search(pattern, name, timeout=NAME_REGEX_TIMEOUT_SECONDS) is not None
+    except TimeoutError:
+        raise SelectorTimeoutError(
+            f"clusterSelector.nameRegex {pattern!r} took over {NAME_REGEX_TIMEOUT_SECONDS} s on "
+            f"cluster name {name!r}; cancel the campaign and submit a simpler pattern"
+        ) from None
 
 
 def resolve_targets(campaign: Campaign, api: ListingApi) -> list[dict[str, Any]]:
