@@ -193,6 +193,8 @@ def _command_submit(args: argparse.Namespace) -> int:
 
     data = _read_document(args.file, DEFAULT_MAX_DOCUMENT_BYTES)
     settings = get_settings()
+    from worker.broker import RedisUrlError
+
     try:
         result = submit(data, dry_run=args.dry_run, settings=settings)
     except DocumentError as error:
@@ -200,7 +202,7 @@ def _command_submit(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     except CampaignConflict as error:
         raise CommandError(f"metadata.id: {error}") from None
-    except SecretKeyError as error:
+    except (SecretKeyError, RedisUrlError) as error:
         raise CommandError(str(error)) from None
     except redis.RedisError as error:
         raise CommandError(
@@ -241,10 +243,14 @@ def _command_submit(args: argparse.Namespace) -> int:
 
 
 def _open_store() -> CampaignStore:
-    from worker.broker import redis_client
+    from worker.broker import RedisUrlError, redis_client
 
     settings = get_settings()
-    return CampaignStore(redis_client(settings), events_max_length=settings.events_max_length)
+    try:
+        client = redis_client(settings)
+    except RedisUrlError as error:
+        raise CommandError(str(error)) from None
+    return CampaignStore(client, events_max_length=settings.events_max_length)
 
 
 def _campaign_json(

@@ -121,6 +121,10 @@ class ConsumerWatchdog(Middleware):
                 worker._add_consumer(queue_name, delay=queue_name.endswith(".DQ"))
 
 
+class RedisUrlError(ValueError):
+    """``REDIS_URL`` (or the URL given) cannot be parsed; the message never repeats the URL."""
+
+
 def redis_client(
     settings: Settings | None = None, *, url: str | None = None, decode_responses: bool = True
 ) -> redis.Redis:
@@ -133,15 +137,19 @@ def redis_client(
             readers of data that other systems wrote and that may not be valid UTF-8.
     """
     settings = settings or get_settings()
-    return redis.Redis.from_url(
-        url or settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_connect_timeout_seconds,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry_on_timeout=False,
-        decode_responses=decode_responses,
-    )
+    try:
+        return redis.Redis.from_url(
+            url or settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout_seconds,
+            socket_connect_timeout=settings.redis_connect_timeout_seconds,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry_on_timeout=False,
+            decode_responses=decode_responses,
+        )
+    except ValueError as error:
+        # redis-py names the accepted schemes; the URL itself may contain a password.
+        raise RedisUrlError(f"invalid REDIS_URL: {error}") from None
 
 
 def _broker_client(settings: Settings) -> redis.Redis:

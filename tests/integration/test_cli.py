@@ -219,3 +219,21 @@ def test_status_escapes_control_characters(
     assert "\x07" not in single
     assert "\x1b" not in listed
     assert "\\x1b[31mred" in single
+
+
+@pytest.mark.parametrize("command", [["status"], ["submit", "-"]])
+def test_invalid_redis_url_is_one_line(command: list[str]) -> None:
+    result = subprocess.run(
+        [CCE_SYNC, *command],
+        input=json.dumps(base_document()),
+        capture_output=True,
+        text=True,
+        env={"PATH": str(Path(sys.executable).parent), "REDIS_URL": "not-a-url-with-secret"},
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "invalid REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secret" not in result.stderr
