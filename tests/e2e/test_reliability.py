@@ -10,7 +10,6 @@ number of pools.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, cast
 import pytest
 import redis as redis_py
 from conftest import TEST_SK, campaign_document, worker_environment
-from processes import CCE_SYNC, WorkerProcess, wait_until
+from processes import WorkerProcess, run_cli, wait_until
 
 from simulator.faults import Faults
 from simulator.server import SimulatorServer
@@ -34,19 +33,6 @@ SimulatorFactory = Callable[..., SimulatorServer]
 FINISH_TIMEOUT_SECONDS = 150.0
 #: How long Redis stays down in the restart test, in seconds.
 OUTAGE_SECONDS = 4.0
-
-
-def run_cli(environment: Mapping[str, str], *args: str, stdin: str | None = None) -> Any:
-    """Run one `cce-sync` command and return its completed process."""
-    return subprocess.run(
-        [CCE_SYNC, *args],
-        input=stdin,
-        env=dict(environment),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def submit(environment: Mapping[str, str], document: dict[str, object]) -> None:
