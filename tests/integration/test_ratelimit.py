@@ -511,7 +511,9 @@ def test_two_processes_share_bucket(limiter_redis_url: str, client: redis.Redis)
 
     assert [child.returncode for child in children] == [0, 0]
     per_process = [json.loads(output) for output in outputs]
-    assert all(len(times) > rate * seconds / 4 for times in per_process)
+    # Both processes were granted slots from the one bucket. The share is not checked tightly:
+    # on a loaded machine one interpreter can start a second or two after the other.
+    assert all(len(times) > rate * seconds / 10 for times in per_process)
     times = per_process[0] + per_process[1]
     assert _max_in_window(times) <= rate + 1
     steady = _steady_span(times, seconds)
