@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis as redis_py
 from conftest import campaign_document, worker_environment
-from processes import CCE_SYNC, WorkerProcess, metric_value, wait_until
+from processes import CCE_SYNC, WorkerProcess, metric_value, run_cli, wait_until
 from prometheus_fixtures import query, start_prometheus
 
 pytestmark = pytest.mark.slow
@@ -137,6 +137,10 @@ def test_prometheus_through_worker_crash(redis_url: str, simulator_factory, tmp_
         assert any(results[key] for key in panels), f"no panel on {name} returned data"
 
 
+#: A second worker started next to a running one; it must refuse to start.
+SMALL_WORKER = ("worker", "--processes", "1", "--threads", "1")
+
+
 def test_metrics_port_clash_is_reported(redis_url: str, simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     environment = worker_environment(redis_url, simulator.url)
     first = WorkerProcess(
@@ -144,21 +148,8 @@ def test_metrics_port_clash_is_reported(redis_url: str, simulator, tmp_path: Pat
     ).start()
     try:
         first.wait_metrics()
-        clash = subprocess.run(
-            [
-                CCE_SYNC,
-                "worker",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--metrics-port",
-                str(first.metrics_port),
-            ],
-            env={**os.environ, **environment},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        clash = run_cli(
+            {**os.environ, **environment}, *SMALL_WORKER, "--metrics-port", str(first.metrics_port)
         )
         assert httpx.get(first.metrics_url, timeout=5).status_code == 200
     finally:
@@ -222,23 +213,13 @@ def test_shared_metrics_dir_is_refused(redis_url: str, simulator, tmp_path: Path
     try:
         first.wait_metrics()
         (first.metrics_dir / "counter_999999.db").write_bytes(b"")
-        clash = subprocess.run(
-            [
-                CCE_SYNC,
-                "worker",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--metrics-port",
-                "0",
-                "--metrics-dir",
-                str(first.metrics_dir),
-            ],
-            env={**os.environ, **environment},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        clash = run_cli(
+            {**os.environ, **environment},
+            *SMALL_WORKER,
+            "--metrics-port",
+            "0",
+            "--metrics-dir",
+            str(first.metrics_dir),
         )
         kept = (first.metrics_dir / "counter_999999.db").exists()
     finally:
