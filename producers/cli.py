@@ -377,8 +377,8 @@ def _command_control(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
 
     if changed and args.command in ("resume", "cancel"):
-        # Messages of a paused campaign were dropped; expansion enqueues every unfinished target
-        # again, so that a resumed campaign goes on and a cancelled one skips what is left.
+        # The messages of a paused campaign were dropped. Expansion enqueues every unfinished
+        # target again, so a resumed campaign goes on and a cancelled one skips what is left.
         from worker.actors import expand_campaign
 
         expand_campaign.send(args.id)

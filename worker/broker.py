@@ -46,7 +46,7 @@ MAINTENANCE_CHANCE_PER_MILLION = 50_000
 ACTOR_TIME_LIMIT_MS = 5 * 60 * 1000
 
 
-#: prctl option that asks Linux to signal this process when its parent exits.
+#: prctl option that makes Linux signal this process when its parent exits.
 _PR_SET_PDEATHSIG = 1
 
 

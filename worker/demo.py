@@ -120,7 +120,7 @@ class Demo:
 
     @staticmethod
     def _require_empty(url: str) -> None:
-        """Refuse a Redis that holds data: the demo workers would run its campaigns too.
+        """Reject a Redis that contains data, because the demo workers would run its campaigns too.
 
         Raises:
             SystemExit: the database is not empty.

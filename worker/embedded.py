@@ -86,7 +86,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING.
+        """Start the server and wait until it responds to PING.
 
         Raises:
             EmbeddedRedisError: the binary is missing or the server did not come up in time.

@@ -1,9 +1,9 @@
 """`cce-sync worker`: dramatiq worker processes, the metrics endpoint and housekeeping.
 
-The runner checks the settings, locks and prepares prometheus-client's multiprocess directory,
-then hands over to dramatiq's command line with the actors module, the thread and process counts,
-and fork functions for the `/metrics` exposition server, housekeeping and (with `--intake`) the
-stream consumer. SIGTERM makes dramatiq stop taking messages and
+The runner checks the settings, then locks and prepares prometheus-client's multiprocess
+directory. It then hands over to dramatiq's command line with the actors module, the thread and
+process counts, and fork functions for the `/metrics` exposition server, housekeeping and (with
+`--intake`) the stream consumer. SIGTERM makes dramatiq stop taking messages and
 wait up to `--shutdown-seconds` for running ones. A message interrupted after that comes back to
 another worker once the heartbeat timeout has passed.
 """

@@ -12,7 +12,7 @@ from worker.cce.models import ClusterSummary, NodePoolSummary
 
 
 class Listing:
-    """A fixed fleet answering the two list calls, as the CCE API shapes them."""
+    """A fixed fleet that returns the two list calls' results in the CCE client's types."""
 
     def __init__(self, clusters: list[ClusterSummary], pools: dict[str, list[str]]) -> None:
         self.clusters = clusters
